@@ -1,0 +1,122 @@
+"""The contract every recipe fulfils, so that one trainer, one evaluator and one checkpoint format
+serve them all.
+
+A recipe is an ``nn.Module`` that composes parts from ``jepalab.nn``, ``jepalab.masks`` and
+``jepalab.objectives`` and says, in ``training_step``, how one batch becomes one loss.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from jepalab.errors import CheckpointError
+
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that a crash leaves either the old file or the new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+class Recipe(nn.Module):
+    """Base class of all recipes.
+
+    Subclasses set ``name`` (the registry key) and ``config_class`` (a dataclass describing the
+    model), take that dataclass as their only constructor argument, and implement
+    ``training_step`` and ``encode``.
+    """
+
+    name: ClassVar[str] = ""
+    config_class: ClassVar[type] = object
+
+    def __init__(self, config: Any) -> None:
+        super().__init__()
+        self.config = config
+
+    # --- what the trainer calls -------------------------------------------------------------
+    def training_step(self, batch: dict[str, Tensor], step: int) -> dict[str, Tensor]:
+        """Return a dict with a differentiable scalar ``loss``; other scalars are logged and an
+        optional detached ``embeddings`` (N, D) feeds the collapse monitor."""
+        raise NotImplementedError
+
+    def after_optimizer_step(self, step: int) -> None:
+        """Hook run after each optimizer step (e.g. the EMA teacher update). Default: nothing."""
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """Parameters the optimizer updates (a teacher's are excluded by ``requires_grad``)."""
+        return [p for p in self.parameters() if p.requires_grad]
+
+    # --- what evaluation calls ----------------------------------------------------------------
+    def encode(self, x: Tensor) -> Tensor:
+        """Pooled embedding ``(B, D)`` of input ``x`` for probes and retrieval."""
+        raise NotImplementedError
+
+    # --- save / load for use from any Python code ------------------------------------------
+    def save_pretrained(self, directory: str | os.PathLike) -> Path:
+        """Write ``model.safetensors`` + ``config.json`` atomically into ``directory``."""
+        from safetensors.torch import save
+
+        d = Path(directory)
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        _atomic_write_bytes(d / WEIGHTS_FILE, save(state))
+        meta = {"recipe": self.name, "config": dataclasses.asdict(self.config)}
+        _atomic_write_bytes(d / CONFIG_FILE, json.dumps(meta, indent=2).encode())
+        return d
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike, map_location: str | torch.device = "cpu") -> "Recipe":
+        """Rebuild a recipe saved by ``save_pretrained``; works on the base class too
+        (``Recipe.from_pretrained(dir)`` picks the recipe named in ``config.json``)."""
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        from jepalab.config import from_dict
+        from jepalab.recipes import get_recipe
+
+        d = Path(directory)
+        cfg_path, w_path = d / CONFIG_FILE, d / WEIGHTS_FILE
+        if not cfg_path.is_file() or not w_path.is_file():
+            raise CheckpointError(
+                f"{d} is not a saved jepalab model: it needs {CONFIG_FILE} and {WEIGHTS_FILE} "
+                "(write one with model.save_pretrained(dir))."
+            )
+        try:
+            meta = json.loads(cfg_path.read_text())
+            recipe_cls = get_recipe(meta["recipe"])
+        except (json.JSONDecodeError, KeyError) as e:
+            raise CheckpointError(f"{cfg_path} is corrupt or not a jepalab config ({e}).") from e
+        if cls is not Recipe and not issubclass(recipe_cls, cls):
+            raise CheckpointError(f"{d} holds a '{meta['recipe']}' model, not a {cls.__name__}.")
+        model = recipe_cls(from_dict(recipe_cls.config_class, meta["config"], where="model"))
+        try:
+            state = load_file(str(w_path), device=str(map_location))
+        except (SafetensorError, OSError, RuntimeError) as e:
+            raise CheckpointError(f"{w_path} is truncated or corrupt ({e}); re-save or re-train.") from e
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise CheckpointError(
+                f"{w_path} does not match the '{meta['recipe']}' model built from its config: "
+                f"missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}."
+            )
+        return model
