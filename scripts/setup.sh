@@ -1,20 +1,26 @@
 #!/usr/bin/env bash
-# Create .venv and install jepalab into it.
-# On a machine without an NVIDIA GPU this pins the CPU build of torch (2.13.0) so that pip never
-# pulls the multi-GB CUDA stack. If torch is already importable in .venv (e.g. a GPU user installed
-# their own build first), it is kept: the package accepts torch>=2.2.
+# Create .venv and install jepalab (with its test dependencies) into it.
+#
+# torch: on a machine without an NVIDIA GPU this installs the CPU build of torch 2.13.0 and never
+# the multi-GB CUDA stack that a bare `pip install torch` pulls on Linux. It first looks only at
+# local wheels (pip's configured find-links, --no-index: no network), then at PyTorch's CPU index.
+# If torch already imports in .venv (a GPU user installed their own build first), it is kept:
+# jepalab itself accepts torch>=2.2.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
-PIP=".venv/bin/python -m pip"
+PIP=(.venv/bin/python -m pip)
 if ! .venv/bin/python -c "import torch" 2>/dev/null; then
   if command -v nvidia-smi >/dev/null 2>&1; then
-    $PIP install -q torch              # CUDA build from PyPI for GPU machines
+    echo "setup: NVIDIA GPU found: installing torch with CUDA from PyPI"
+    "${PIP[@]}" install -q torch
+  elif "${PIP[@]}" install -q --no-index "torch==2.13.0" 2>/dev/null; then
+    echo "setup: installed torch 2.13.0 (CPU) from a local wheel"
   else
-    # CPU build: from a local wheel (find-links) when present, else PyTorch's CPU index.
-    $PIP install -q torch==2.13.0 2>/dev/null \
-      || $PIP install -q torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
+    echo "setup: installing torch 2.13.0 (CPU build) from PyTorch's CPU index"
+    "${PIP[@]}" install -q "torch==2.13.0" --index-url https://download.pytorch.org/whl/cpu
   fi
 fi
-$PIP install -q -e ".[dev]"
+"${PIP[@]}" install -q -e ".[dev]"
+echo "setup: ready (.venv/bin/jepalab)"
