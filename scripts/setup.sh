@@ -3,7 +3,7 @@
 #
 # torch: on a machine without an NVIDIA GPU this installs the CPU build of torch 2.13.0 and never
 # the multi-GB CUDA stack that a bare `pip install torch` pulls on Linux. It first looks only at
-# local wheels (pip's configured find-links, --no-index: no network), then at PyTorch's CPU index.
+# local wheels (pip's configured find-links, --no-index --no-deps: no network, no CUDA), then at PyTorch's CPU index.
 # If torch already imports in .venv (a GPU user installed their own build first), it is kept:
 # jepalab itself accepts torch>=2.2.
 set -euo pipefail
@@ -15,7 +15,8 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
   if command -v nvidia-smi >/dev/null 2>&1; then
     echo "setup: NVIDIA GPU found: installing torch with CUDA from PyPI"
     "${PIP[@]}" install -q torch
-  elif "${PIP[@]}" install -q --no-index "torch==2.13.0" 2>/dev/null; then
+  elif "${PIP[@]}" install -q --no-index --no-deps "torch==2.13.0" 2>/dev/null; then
+    "${PIP[@]}" install -q "torch==2.13.0"   # its small pure-Python dependencies
     echo "setup: installed torch 2.13.0 (CPU) from a local wheel"
   else
     echo "setup: installing torch 2.13.0 (CPU build) from PyTorch's CPU index"
