@@ -1,0 +1,271 @@
+"""The ``jepalab`` command: train from a YAML config, resume, inspect a run, list recipes, demo.
+
+Why one small argparse front end: a newcomer should get from ``pip install`` to a trained model
+with one command and see, with another, what a run did (steps, last losses, checkpoints, whether
+the embeddings collapsed). Every error jepalab raises on purpose is printed as ``error: ...`` with
+exit code 2 and no traceback (set ``JEPALAB_DEBUG=1`` to see the traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from jepalab import __version__
+from jepalab.errors import CheckpointError, ConfigError, JepalabError
+
+EXAMPLES = """\
+examples:
+  jepalab recipes                                  list the methods you can train
+  jepalab train configs/ijepa_digits.yaml          train; the run goes to runs/<name>
+  jepalab train CONFIG --set train.steps=50 --set model.embed_dim=64 --device cpu
+  jepalab info runs/ijepa_digits                   steps, last metrics, checkpoints, collapse
+  jepalab resume runs/ijepa_digits                 continue from the newest checkpoint
+  jepalab demo --quick                             JEPA vs pixel prediction, with a report
+
+set JEPALAB_DEBUG=1 to see full tracebacks.
+"""
+
+
+def _add_override_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one config value, e.g. --set train.lr=3e-4 or "
+                        "--set model.embed_dim=64 (repeatable; values are read as YAML)")
+    p.add_argument("--device", default=None,
+                   help="where to train: cpu, cuda, cuda:1, mps or auto (same as --set train.device=D)")
+
+
+def _overrides(args: argparse.Namespace) -> list[str]:
+    extra = [f"train.device={args.device}"] if args.device else []
+    return list(args.overrides) + extra
+
+
+def _has_run(run_dir: Path) -> bool:
+    ckpt = run_dir / "checkpoints"
+    return (run_dir / "log.jsonl").is_file() or (ckpt.is_dir() and any(ckpt.iterdir()))
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Load and validate the config, refuse to clobber an existing run, then train."""
+    from jepalab.config import load_experiment
+    from jepalab.experiment import run
+
+    exp = load_experiment(args.config, _overrides(args))
+    run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / exp.name
+    if _has_run(run_dir):
+        raise ConfigError(f"{run_dir} already holds a run. Continue it with `jepalab resume {run_dir}`, "
+                          "or start a new one with --run-dir NEW_DIR.")
+    steps = getattr(exp.train, "steps", "?")
+    print(f"Training '{exp.recipe}' on '{exp.source}' for {steps} steps -> {run_dir}", flush=True)
+    run(exp, run_dir, resume=False)
+    print(f"Done. Inspect the run with: jepalab info {run_dir}")
+    return 0
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    """Continue a run from its newest checkpoint with the config stored in the run directory."""
+    from jepalab.config import load_experiment
+    from jepalab.experiment import EXPERIMENT_FILE, run
+
+    run_dir = Path(args.run_dir)
+    cfg = run_dir / EXPERIMENT_FILE
+    if not cfg.is_file():
+        raise CheckpointError(f"{run_dir} is not a jepalab run directory: it has no {EXPERIMENT_FILE}. "
+                              "Pass the directory that `jepalab train` wrote (default runs/<name>).")
+    exp = load_experiment(cfg, _overrides(args))
+    print(f"Resuming '{exp.recipe}' in {run_dir} (until step {getattr(exp.train, 'steps', '?')})", flush=True)
+    run(exp, run_dir, resume=True)
+    print(f"Done. Inspect the run with: jepalab info {run_dir}")
+    return 0
+
+
+# --- info ---------------------------------------------------------------------------------------
+def read_log(path: Path) -> tuple[list[dict[str, Any]], int]:
+    """Records of a JSONL log, plus how many lines were unreadable (e.g. cut by a crash)."""
+    records, bad = [], 0
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            bad += 1
+            continue
+        if isinstance(rec, dict):
+            records.append(rec)
+        else:
+            bad += 1
+    return records, bad
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}" if math.isfinite(v) else str(v)
+    return str(v)
+
+
+def _checkpoints(run_dir: Path) -> list[tuple[int, str]]:
+    d = run_dir / "checkpoints"
+    out = []
+    if d.is_dir():
+        for c in d.iterdir():
+            if c.is_dir() and c.name.startswith("step_") and c.name[5:].isdigit():
+                out.append((int(c.name[5:]), c.name))
+    return sorted(out)
+
+
+def run_summary(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """What ``jepalab info`` prints, as a dict: recipe, source, steps done/planned, last metrics,
+    checkpoints, collapse flags (log records whose ``collapsed`` entry is true)."""
+    import yaml
+
+    from jepalab.experiment import EXPERIMENT_FILE
+
+    rd = Path(run_dir)
+    cfg_path, log_path = rd / EXPERIMENT_FILE, rd / "log.jsonl"
+    if not rd.is_dir():
+        raise CheckpointError(f"Run directory '{rd}' does not exist.")
+    if not cfg_path.is_file() and not log_path.is_file() and not _checkpoints(rd):
+        raise CheckpointError(f"'{rd}' is not a jepalab run directory: it has no {EXPERIMENT_FILE}, "
+                              "log.jsonl or checkpoints/. Pass the directory `jepalab train` wrote.")
+    cfg: dict[str, Any] = {}
+    if cfg_path.is_file():
+        try:
+            cfg = yaml.safe_load(cfg_path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as e:
+            raise CheckpointError(f"{cfg_path} is corrupt ({e}).") from None
+    records, bad = read_log(log_path) if log_path.is_file() else ([], 0)
+    steps = [r["step"] for r in records if isinstance(r.get("step"), int)]
+    ckpts = _checkpoints(rd)
+    last: dict[str, Any] = {}
+    for r in records:  # latest value of each scalar metric
+        last.update({k: v for k, v in r.items() if isinstance(v, (int, float, bool))})
+    flags = [r.get("step") for r in records if any(k.endswith("collapsed") and v is True for k, v in r.items())]
+    data = cfg.get("data") if isinstance(cfg.get("data"), dict) else {}
+    train = cfg.get("train") if isinstance(cfg.get("train"), dict) else {}
+    return {
+        "run_dir": str(rd), "name": cfg.get("name"), "recipe": cfg.get("recipe"),
+        "source": data.get("source"), "steps_done": max(steps + [c[0] for c in ckpts], default=0),
+        "steps_planned": train.get("steps"), "last_metrics": last, "bad_log_lines": bad,
+        "checkpoints": [c[1] for c in ckpts], "collapse_steps": flags,
+    }
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    """Print a run's summary (see ``run_summary``)."""
+    s = run_summary(args.run_dir)
+    print(f"run:         {s['run_dir']}" + (f"  (name: {s['name']})" if s["name"] else ""))
+    print(f"recipe:      {s['recipe'] or '?'}")
+    print(f"data:        {s['source'] or '?'}")
+    print(f"steps:       {s['steps_done']} / {s['steps_planned'] if s['steps_planned'] is not None else '?'}")
+    metrics = {k: v for k, v in s["last_metrics"].items() if k != "step"}
+    print("last metrics: " + (", ".join(f"{k}={_fmt(v)}" for k, v in metrics.items()) or "(no log yet)"))
+    if s["bad_log_lines"]:
+        print(f"             ({s['bad_log_lines']} unreadable log line(s) skipped, e.g. cut by a crash)")
+    ck = s["checkpoints"]
+    print(f"checkpoints: {len(ck)}" + (f" ({', '.join(ck[-3:])}{', ...' if len(ck) > 3 else ''})" if ck else ""))
+    flags = s["collapse_steps"]
+    if flags:
+        print(f"collapse:    FLAGGED at {len(flags)} monitor step(s), first at step {flags[0]}, last at "
+              f"{flags[-1]}: the embeddings lost rank/spread; see docs on EMA momentum / SIGReg weight")
+    else:
+        print("collapse:    no collapse flagged")
+    return 0
+
+
+def cmd_recipes(args: argparse.Namespace) -> int:
+    """List registered recipes with the first line of each class's docstring."""
+    from jepalab.recipes import RECIPES, get_recipe
+
+    width = max(len(n) for n in RECIPES)
+    for name in RECIPES:
+        try:
+            doc = (get_recipe(name).__doc__ or "").strip().splitlines()
+            line = doc[0] if doc else "(no description)"
+        except Exception as e:  # one broken/missing recipe must not hide the others
+            line = f"(unavailable: {type(e).__name__}: {e})"
+        print(f"{name:<{width}}  {line}")
+    return 0
+
+
+def _register_demo(sub: Any) -> None:
+    """Let ``jepalab.demo`` add its own sub-command; if it cannot be imported, register a stand-in
+    that explains why instead of breaking the whole CLI."""
+    try:
+        from jepalab.demo import register
+    except Exception as e:  # noqa: BLE001 - report any import failure as a user-facing error
+        reason = f"{type(e).__name__}: {e}"
+
+        def unavailable(_: argparse.Namespace) -> int:
+            raise JepalabError(f"the demo is unavailable in this install ({reason}).")
+
+        p = sub.add_parser("demo", help="JEPA vs pixel prediction demo (unavailable here)")
+        p.set_defaults(func=unavailable)
+        return
+    register(sub)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser (exposed for tests and docs)."""
+    parser = argparse.ArgumentParser(
+        prog="jepalab",
+        description="Train and inspect Joint-Embedding Predictive Architectures (I-JEPA, V-JEPA, "
+                    "LeJEPA, VICReg, Barlow Twins, world models) from small YAML configs.",
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"jepalab {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("train", help="train a model from a YAML experiment config",
+                       description="Train the recipe named in CONFIG on its data source. The "
+                                   "resolved config, JSONL log and checkpoints go to the run directory.",
+                       epilog="example:\n  jepalab train configs/ijepa_digits.yaml --set train.steps=100",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("config", help="experiment YAML (keys: name, seed, recipe, model, data, train)")
+    _add_override_args(p)
+    p.add_argument("--run-dir", default=None, help="where to write the run (default runs/<name>)")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("resume", help="continue a run from its newest checkpoint",
+                       description="Continue training in RUN_DIR with the config saved there. "
+                                   "--set train.steps=N extends a finished run to N steps.")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a directory written by `jepalab train`")
+    _add_override_args(p)
+    p.set_defaults(func=cmd_resume)
+
+    p = sub.add_parser("info", help="show a run's recipe, progress, last metrics, checkpoints, collapse",
+                       description="Summarize RUN_DIR: recipe and data, steps done / planned, the "
+                                   "latest logged metrics, checkpoints present and collapse flags.")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a directory written by `jepalab train`")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("recipes", help="list the training recipes (methods) available",
+                       description="List every registered recipe with a one-line description.")
+    p.set_defaults(func=cmd_recipes)
+
+    _register_demo(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``jepalab`` console script; returns the process exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "func", None) is None:
+        parser.print_help()
+        return 1
+    try:
+        return int(args.func(args) or 0)
+    except JepalabError as e:
+        if os.environ.get("JEPALAB_DEBUG") == "1":
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted (a training run can be continued with `jepalab resume RUN_DIR`).",
+              file=sys.stderr)
+        return 130

@@ -1,0 +1,411 @@
+"""Typed configs: YAML files and ``--set key=value`` overrides validated into dataclasses.
+
+Why: a typo in a config should fail in the first second with a message that names the key and
+the closest valid one, not after an hour of training with a silently ignored setting. Every part
+of jepalab describes its hyper-parameters as a plain dataclass; this module builds those
+dataclasses from YAML-loaded dicts with strict type checking, and assembles an ``Experiment``:
+
+    name: tiny-ijepa          # run name (default: the file's stem)
+    seed: 0                   # one seed fixes data, init and masks
+    recipe: ijepa             # key of jepalab.recipes.RECIPES
+    model: {...}              # fields of that recipe's config_class
+    data: {source: digits, ...}   # key of jepalab.data.SOURCES + its config_class fields
+    train: {steps: 200, ...}  # fields of jepalab.train.TrainConfig
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import os
+import re
+import tempfile
+import types
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+
+import yaml
+
+from jepalab.errors import ConfigError
+
+TOP_LEVEL_KEYS = ("name", "seed", "recipe", "model", "data", "train")
+_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def config_error(key: str, message: str) -> ConfigError:
+    """A ConfigError that remembers the dotted ``key`` it is about (used to add file:line)."""
+    err = ConfigError(message)
+    err.key = key  # type: ignore[attr-defined]
+    return err
+
+
+def _join(where: str, key: object) -> str:
+    return f"{where}.{key}" if where else str(key)
+
+
+def _type_name(tp: Any) -> str:
+    """Readable name of a type annotation, for error messages."""
+    origin, args = get_origin(tp), get_args(tp)
+    if tp is type(None):
+        return "null"
+    if tp is Any:
+        return "any value"
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in args)
+    if origin in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in args)
+    if origin in (tuple, list):
+        kind = "list" if origin is list else "tuple"
+        if not args:
+            return kind
+        if origin is tuple and not (len(args) == 2 and args[1] is Ellipsis):
+            return f"{kind} of {len(args)} ({', '.join(_type_name(a) for a in args)})"
+        return f"{kind} of {_type_name(args[0])}"
+    if origin is dict:
+        return "mapping"
+    if dataclasses.is_dataclass(tp):
+        return f"mapping of {tp.__name__} fields"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _convert(tp: Any, value: Any, key: str) -> Any:
+    """Check ``value`` against annotation ``tp`` and return it converted (lists->tuples, ...)."""
+    origin, args = get_origin(tp), get_args(tp)
+
+    def bad() -> ConfigError:
+        return config_error(key, f"'{key}' must be {_type_name(tp)}, got {value!r} ({type(value).__name__}).")
+
+    if tp is Any or tp is object:
+        return value
+    if tp is type(None):
+        if value is not None:
+            raise bad()
+        return None
+    if origin is Literal:
+        if any(value == a and type(value) is type(a) for a in args):
+            return value
+        raise bad()
+    if origin in (Union, types.UnionType):
+        if value is None:
+            if type(None) in args:
+                return None
+            raise bad()
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(arg, value, key)
+            except ConfigError:
+                continue
+        raise bad()
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        return from_dict(tp, value, key)
+    if origin in (tuple, list) or tp in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            raise bad()
+        if origin is tuple and args and not (len(args) == 2 and args[1] is Ellipsis):
+            if len(value) != len(args):
+                raise config_error(key, f"'{key}' must be a list of exactly {len(args)} values "
+                             f"({_type_name(tp)}), got {len(value)}: {value!r}.")
+            items = [_convert(a, v, f"{key}[{i}]") for i, (a, v) in enumerate(zip(args, value))]
+        elif args:
+            items = [_convert(args[0], v, f"{key}[{i}]") for i, v in enumerate(value)]
+        else:
+            items = list(value)
+        return list(items) if (origin is list or tp is list) else tuple(items)
+    if origin is dict or tp is dict:
+        if not isinstance(value, Mapping):
+            raise bad()
+        vt = args[1] if len(args) == 2 else Any
+        return {str(k): _convert(vt, v, _join(key, k)) for k, v in value.items()}
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise bad()
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise bad()
+    if tp is float:
+        if isinstance(value, bool):
+            raise bad()
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads "3e-4" (no dot) as a string
+            try:
+                return float(value.strip())
+            except ValueError:
+                raise bad() from None
+        raise bad()
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise bad()
+    if tp is Path:
+        if isinstance(value, (str, Path)):
+            return Path(value)
+        raise bad()
+    if isinstance(tp, type) and isinstance(value, tp):
+        return value
+    raise bad()
+
+
+def from_dict(cls: type, data: Any, where: str = "") -> Any:
+    """Build dataclass ``cls`` from a YAML-loaded mapping, checking every key and type.
+
+    Unknown key -> ConfigError naming ``where.key`` and the closest valid key; missing required
+    field -> ConfigError naming it; wrong type -> ConfigError naming key, expected type and value.
+    Errors from the dataclass's own ``__post_init__`` (ValueError/TypeError) become ConfigErrors.
+    """
+    if not (isinstance(cls, type) and dataclasses.is_dataclass(cls)):
+        raise TypeError(f"from_dict needs a dataclass type, got {cls!r}")
+    label = where or "the config"
+    if not isinstance(data, Mapping):
+        raise config_error(where, f"'{label}' must be a mapping of {cls.__name__} fields "
+                     f"(key: value lines), got {data!r}.")
+    try:
+        hints = get_type_hints(cls)
+    except Exception:  # unresolved forward references: fall back to the raw annotations
+        hints = {}
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        full = _join(where, key)
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), list(fields), n=1, cutoff=0.6)
+            hint = f" Did you mean '{_join(where, close[0])}'?" if close else ""
+            raise config_error(full, f"Unknown key '{full}'.{hint} Valid keys in {label}: "
+                         f"{', '.join(fields) or '(none)'}.")
+        kwargs[key] = _convert(hints.get(key, fields[key].type), value, full)
+    for name, f in fields.items():
+        if name not in kwargs and f.default is dataclasses.MISSING \
+                and f.default_factory is dataclasses.MISSING:  # type: ignore[misc]
+            full = _join(where, name)
+            raise config_error(full, f"Missing required key '{full}' ({_type_name(hints.get(name, f.type))}).")
+    try:
+        return cls(**kwargs)
+    except ConfigError:
+        raise
+    except (ValueError, TypeError) as e:
+        raise config_error(where, f"Invalid {label}: {e}") from e
+
+
+def to_dict(obj: Any) -> Any:
+    """Plain YAML/JSON-safe structure of a config (dataclasses -> dicts, tuples -> lists)."""
+    if isinstance(obj, Experiment):
+        data = {"source": obj.source, **to_dict(obj.data)}
+        return {"name": obj.name, "seed": obj.seed, "recipe": obj.recipe,
+                "model": to_dict(obj.model), "data": data, "train": to_dict(obj.train)}
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [to_dict(v) for v in obj]
+    if isinstance(obj, Mapping):
+        return {str(k): to_dict(v) for k, v in obj.items()}
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+# --- overrides ----------------------------------------------------------------------------------
+def parse_override(text: str) -> tuple[str, Any]:
+    """Parse ``"train.lr=3e-4"`` into ``("train.lr", "3e-4")``; the value is read as YAML, so
+    ``true``, ``[8, 8]``, ``null`` and numbers work as in a config file."""
+    if not isinstance(text, str) or "=" not in text:
+        raise ConfigError(f"Override {text!r} must look like key=value, e.g. train.lr=3e-4 "
+                          "or model.embed_dim=128.")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    parts = key.split(".")
+    if not key or not all(_KEY_RE.match(p) for p in parts):
+        raise ConfigError(f"Override {text!r} has a malformed key '{key}': use dotted names "
+                          "such as train.steps or model.predictor_depth.")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"Override {text!r}: the value '{raw}' is not valid YAML ({e}).") from None
+    return key, value
+
+
+def apply_overrides(raw: dict, overrides: Iterable[str]) -> list[str]:
+    """Set each ``key=value`` override into the nested dict ``raw`` (in place); returns the keys.
+    Unknown keys are caught later, by ``from_dict``, with a suggestion."""
+    keys = []
+    for text in overrides:
+        key, value = parse_override(text)
+        node = raw
+        parts = key.split(".")
+        for depth, part in enumerate(parts[:-1]):
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                prefix = ".".join(parts[: depth + 1])
+                raise config_error(prefix, f"Override {text!r}: '{prefix}' is a value ({child!r}), "
+                             "not a section with sub-keys.")
+            node = child
+        node[parts[-1]] = value
+        keys.append(key)
+    return keys
+
+
+# --- experiments --------------------------------------------------------------------------------
+@dataclasses.dataclass
+class Experiment:
+    """One runnable experiment: which recipe, on which data, trained how, from which seed.
+
+    ``model`` is the recipe's ``config_class`` instance, ``data`` the source's ``config_class``
+    instance (``source`` names the source; in YAML it sits inside ``data:``), ``train`` a
+    ``jepalab.train.TrainConfig``.
+    """
+
+    name: str
+    seed: int
+    recipe: str
+    model: Any
+    source: str
+    data: Any
+    train: Any
+
+
+def experiment_from_dict(raw: Any, name: str | None = None) -> Experiment:
+    """Validate a YAML-loaded experiment mapping into an ``Experiment`` (``name`` is the default
+    run name when the mapping has none)."""
+    from jepalab.data import get_source_class
+    from jepalab.recipes import RECIPES, get_recipe
+    from jepalab.train import TrainConfig
+
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"An experiment config must be a mapping with keys {', '.join(TOP_LEVEL_KEYS)}; "
+                          f"got {raw!r}.")
+    for key in raw:
+        if key not in TOP_LEVEL_KEYS:
+            close = difflib.get_close_matches(str(key), TOP_LEVEL_KEYS, n=1, cutoff=0.6)
+            hint = f" Did you mean '{close[0]}'?" if close else ""
+            raise config_error(str(key), f"Unknown top-level key '{key}'.{hint} Valid keys: "
+                         f"{', '.join(TOP_LEVEL_KEYS)}.")
+    if "recipe" not in raw:
+        raise config_error("recipe", "Missing required key 'recipe' (one of: "
+                     f"{', '.join(RECIPES)}).")
+    recipe = _convert(str, raw["recipe"], "recipe")
+    try:
+        recipe_cls = get_recipe(recipe)
+    except ConfigError as e:
+        raise config_error("recipe", str(e)) from None
+    if name is None and "name" not in raw:
+        raise config_error("name", "Missing required key 'name' (the run's name, e.g. name: tiny-ijepa).")
+    exp_name = _convert(str, raw.get("name", name), "name")
+    seed = _convert(int, raw.get("seed", 0), "seed")
+    model = from_dict(recipe_cls.config_class, raw.get("model") or {}, "model")
+
+    data = raw.get("data")
+    if not isinstance(data, Mapping) or "source" not in data:
+        from jepalab.data import SOURCES
+
+        raise config_error("data.source", "The config needs 'data: {source: NAME, ...}' naming a data "
+                     f"source (one of: {', '.join(SOURCES)}).")
+    source = _convert(str, data["source"], "data.source")
+    try:
+        source_cls = get_source_class(source)
+    except ConfigError as e:
+        raise config_error("data.source", str(e)) from None
+    data_fields = {f.name for f in dataclasses.fields(source_cls.config_class)}
+    rest = {k: v for k, v in data.items() if k != "source" or "source" in data_fields}
+    if "seed" not in rest and "seed" in data_fields:
+        rest["seed"] = seed  # one seed fixes data, init and masks unless data.seed is explicit
+    data_cfg = from_dict(source_cls.config_class, rest, "data")
+    train = from_dict(TrainConfig, raw.get("train") or {}, "train")
+    exp = Experiment(name=exp_name, seed=seed, recipe=recipe, model=model, source=source,
+                     data=data_cfg, train=train)
+    from jepalab.experiment import validate_experiment
+
+    validate_experiment(exp)
+    return exp
+
+
+def _yaml_lines(text: str) -> dict[str, int]:
+    """Map each dotted key in a YAML document to its 1-based line; reject duplicate keys (which
+    PyYAML would otherwise resolve silently by keeping the last)."""
+    lines: dict[str, int] = {}
+
+    def walk(node: yaml.Node, prefix: str) -> None:
+        if isinstance(node, yaml.MappingNode):
+            seen: set[str] = set()
+            for k, v in node.value:
+                path = _join(prefix, k.value)
+                if k.value in seen:
+                    raise config_error(path, f"line {k.start_mark.line + 1}: key '{path}' appears twice.")
+                seen.add(k.value)
+                lines[path] = k.start_mark.line + 1
+                walk(v, path)
+
+    root = yaml.compose(text, Loader=yaml.SafeLoader)
+    if root is not None:
+        walk(root, "")
+    return lines
+
+
+def load_experiment(path: str | os.PathLike, overrides: Iterable[str] = ()) -> Experiment:
+    """Read an experiment YAML file, apply ``key=value`` overrides, validate everything.
+
+    All problems are ConfigErrors that name the file and, where known, the line.
+    """
+    p = Path(path)
+    if p.is_dir() and (p / "experiment.yaml").is_file():
+        p = p / "experiment.yaml"
+    if not p.is_file():
+        raise ConfigError(f"Config file '{p}' does not exist (see configs/ for examples).")
+    text = p.read_text(encoding="utf-8")
+    try:
+        raw = yaml.safe_load(text)
+        lines = _yaml_lines(text)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        where = f"{p}:{mark.line + 1}" if mark else str(p)
+        raise ConfigError(f"{where}: invalid YAML: {e.problem or e.context}.") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{p}: invalid YAML: {e}.") from None
+    except ConfigError as e:
+        raise ConfigError(f"{p}: {e}") from None
+    if raw is None:
+        raise ConfigError(f"{p} is empty; an experiment needs at least 'recipe' and 'data: {{source: ...}}'.")
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{p}: the top level must be a mapping (key: value lines), got {type(raw).__name__}.")
+    override_keys = apply_overrides(raw, overrides)
+    try:
+        return experiment_from_dict(raw, name=p.stem)
+    except ConfigError as e:
+        key = getattr(e, "key", "")
+        for ok in override_keys:
+            if key and (ok == key or ok.startswith(key + ".") or key.startswith(ok + ".")):
+                raise config_error(key, f"{e} (from --set {ok}=...)") from None
+        parts = key.split(".") if key else []
+        while parts and ".".join(parts) not in lines:
+            parts.pop()
+        loc = f"{p}:{lines['.'.join(parts)]}" if parts else str(p)
+        raise config_error(key, f"{loc}: {e}") from None
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    """Write so that a crash leaves the old file or the new one, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save_experiment(exp: Experiment, path: str | os.PathLike) -> Path:
+    """Write the fully resolved experiment (every default spelled out) as YAML, atomically."""
+    p = Path(path)
+    _atomic_write_text(p, yaml.safe_dump(to_dict(exp), sort_keys=False, default_flow_style=None))
+    return p

@@ -1,0 +1,132 @@
+"""Turn a validated ``Experiment`` into a model and a data source, and run it with the trainer.
+
+Why a separate step: the CLI, the tests and a notebook all need the same three lines (check the
+config, build the parts with the experiment's seed, call the one trainer), and the run directory
+must always record the fully resolved config so that ``jepalab resume`` and ``jepalab info`` can
+rebuild exactly what was trained.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from jepalab.config import Experiment, config_error, save_experiment
+from jepalab.errors import ConfigError
+
+EXPERIMENT_FILE = "experiment.yaml"
+
+# Integer fields that must be positive wherever they appear in model/data/train configs.
+_POSITIVE_INTS = ("img_size", "patch_size", "embed_dim", "num_heads", "num_frames", "tubelet",
+                  "in_chans", "batch_size", "steps", "accum_steps")
+# (a, b) pairs where a must be a multiple of b inside the same config dataclass.
+_DIVISIBLE = (("img_size", "patch_size"), ("embed_dim", "num_heads"), ("num_frames", "tubelet"))
+
+
+def _walk(obj: Any, where: str) -> Iterable[tuple[str, Any]]:
+    """Yield ``(dotted_path, dataclass_instance)`` for ``obj`` and every nested dataclass."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        yield where, obj
+        for f in dataclasses.fields(obj):
+            yield from _walk(getattr(obj, f.name), f"{where}.{f.name}")
+
+
+def _check(cond: bool, key: str, message: str) -> None:
+    if not cond:
+        raise config_error(key, message)
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def validate_experiment(exp: Experiment) -> None:
+    """Checks that types cannot express: positive sizes and steps, lr > 0, a patch grid that tiles
+    the image, heads that divide the width, model and data agreeing on the image size. Config
+    classes with their own ``validate()`` method are asked too; their ValueErrors become
+    ConfigErrors naming the section."""
+    _check(bool(exp.name) and "/" not in exp.name and exp.name not in (".", ".."), "name",
+           f"'name' must be a non-empty name without '/', got {exp.name!r}.")
+    _check(0 <= exp.seed < 2**63, "seed", f"'seed' must be in [0, 2**63), got {exp.seed}.")
+    for section in ("model", "data", "train"):
+        for where, obj in _walk(getattr(exp, section), section):
+            vals = {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
+            for k in _POSITIVE_INTS:
+                v = vals.get(k)
+                _check(not _is_num(v) or v > 0, f"{where}.{k}", f"'{where}.{k}' must be positive, got {v}.")
+            for big, small in _DIVISIBLE:
+                a, b = vals.get(big), vals.get(small)
+                if isinstance(a, int) and isinstance(b, int) and b > 0:
+                    _check(a % b == 0, f"{where}.{small}",
+                           f"'{where}.{big}'={a} must be divisible by '{where}.{small}'={b}.")
+        cfg = getattr(exp, section)
+        if callable(getattr(cfg, "validate", None)):
+            try:
+                cfg.validate()
+            except ConfigError as e:
+                raise config_error(section, f"{section}: {e}") from None
+            except (ValueError, TypeError) as e:
+                raise config_error(section, f"Invalid {section} config: {e}") from None
+    tv = {f.name: getattr(exp.train, f.name) for f in dataclasses.fields(exp.train)}
+    lr = tv.get("lr")
+    if _is_num(lr):
+        _check(math.isfinite(lr) and lr > 0, "train.lr", f"'train.lr' must be a finite number > 0, got {lr}.")
+    for k in ("weight_decay", "warmup_steps", "checkpoint_every", "log_every", "monitor_every"):
+        v = tv.get(k)
+        _check(not _is_num(v) or v >= 0, f"train.{k}", f"'train.{k}' must be >= 0, got {v}.")
+    gc = tv.get("grad_clip")
+    _check(not _is_num(gc) or gc >= 0, "train.grad_clip",
+           f"'train.grad_clip' must be >= 0 (0 or null turns clipping off), got {gc}.")
+    mlr = tv.get("min_lr_ratio")
+    _check(not _is_num(mlr) or 0 <= mlr <= 1, "train.min_lr_ratio",
+           f"'train.min_lr_ratio' must be in [0, 1], got {mlr}.")
+    ws, st = tv.get("warmup_steps"), tv.get("steps")
+    if isinstance(ws, int) and isinstance(st, int):
+        _check(ws <= st, "train.warmup_steps", f"'train.warmup_steps'={ws} exceeds 'train.steps'={st}.")
+    dev = tv.get("device")
+    if isinstance(dev, str) and dev != "auto":
+        try:
+            torch.device(dev)
+        except RuntimeError:
+            raise config_error("train.device", f"'train.device'={dev!r} is not a device: use auto, "
+                               "cpu, cuda, cuda:1 or mps.") from None
+    mi, di = getattr(exp.model, "img_size", None), getattr(exp.data, "img_size", None)
+    if _is_num(mi) and _is_num(di):
+        _check(mi == di, "data.img_size", f"'data.img_size'={di} differs from 'model.img_size'={mi}: "
+               "the model would receive images of the wrong size; make them equal.")
+
+
+def build(exp: Experiment) -> tuple[Any, Any]:
+    """Build ``(model, source)`` for ``exp``. The model's initial weights are a function of
+    ``exp.seed`` alone (the global RNG is restored afterwards)."""
+    from jepalab.data import build_source
+    from jepalab.recipes import get_recipe
+
+    validate_experiment(exp)
+    recipe_cls = get_recipe(exp.recipe)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(exp.seed)
+        model = recipe_cls(exp.model)
+    source = build_source(exp.source, exp.data)
+    return model, source
+
+
+def run(exp: Experiment, run_dir: str | os.PathLike, resume: bool = False) -> Any:
+    """Write ``run_dir/experiment.yaml`` (the resolved config), build the parts and train.
+
+    Returns whatever ``jepalab.train.train`` returns. With ``resume=True`` the trainer continues
+    from the newest checkpoint in ``run_dir/checkpoints``.
+    """
+    from jepalab.train import train
+
+    rd = Path(run_dir)
+    model, source = build(exp)
+    rd.mkdir(parents=True, exist_ok=True)
+    save_experiment(exp, rd / EXPERIMENT_FILE)
+    return train(model, source, exp.train, rd, seed=exp.seed, resume=resume)
