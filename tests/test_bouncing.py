@@ -158,3 +158,13 @@ def test_config_and_argument_errors():
         w.render(torch.zeros(3, 3))
     with pytest.raises(ShapeError):
         w.next_modes(torch.zeros(2, 5))
+
+
+def test_registered_source_builds_from_a_dict():
+    from jepalab.data import build_source
+
+    src = build_source("bouncing", {"variant": "stochastic", "img_size": 32, "radius": 3.0, "speed": [3.0, 5.0]})
+    assert isinstance(src, BouncingBalls) and src.config.speed == (3.0, 5.0)
+    assert src.batch(0, 4)["frames"].shape == (4, 4, 1, 32, 32)
+    with pytest.raises(ConfigError):
+        build_source("bouncing", {"variant": "stochastic", "img_size": 32, "speed": [1.0, 5.0]})

@@ -171,7 +171,10 @@ class BouncingBalls:
     ``batch(step, B)`` returns ``frames`` (B, T, C, H, W) float32 in [0, 1], ``state``
     (B, T, 4K) (positions then velocities, pixels) and ``actions`` (B, T-1, 2) (the normalized
     pushes in [-1, 1] for variant "actions", zeros otherwise).
+    Build it directly or by name: ``jepalab.data.build_source("bouncing", {"variant": ...})``.
     """
+
+    config_class = BouncingConfig
 
     def __init__(self, config: BouncingConfig | None = None) -> None:
         self.config = config if config is not None else BouncingConfig()
