@@ -37,7 +37,7 @@ def _add_override_args(p: argparse.ArgumentParser) -> None:
                    help="override one config value, e.g. --set train.lr=3e-4 or "
                         "--set model.embed_dim=64 (repeatable; values are read as YAML)")
     p.add_argument("--device", default=None,
-                   help="where to train: cpu, cuda, cuda:1, mps or auto (same as --set train.device=D)")
+                   help="where to train: cpu, cuda, mps or auto (same as --set train.device=D)")
 
 
 def _overrides(args: argparse.Namespace) -> list[str]:
@@ -57,7 +57,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     exp = load_experiment(args.config, _overrides(args))
     run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / exp.name
-    if _has_run(run_dir):
+    if os.environ.get("RANK", "0") == "0" and _has_run(run_dir):  # torchrun: rank 0 decides
         raise ConfigError(f"{run_dir} already holds a run. Continue it with `jepalab resume {run_dir}`, "
                           "or start a new one with --run-dir NEW_DIR.")
     steps = getattr(exp.train, "steps", "?")
@@ -110,13 +110,9 @@ def _fmt(v: Any) -> str:
 
 
 def _checkpoints(run_dir: Path) -> list[tuple[int, str]]:
-    d = run_dir / "checkpoints"
-    out = []
-    if d.is_dir():
-        for c in d.iterdir():
-            if c.is_dir() and c.name.startswith("step_") and c.name[5:].isdigit():
-                out.append((int(c.name[5:]), c.name))
-    return sorted(out)
+    from jepalab.checkpoint import list_checkpoints
+
+    return [(int(c.name.split("_", 1)[1]), c.name) for c in list_checkpoints(run_dir)]
 
 
 def run_summary(run_dir: str | os.PathLike) -> dict[str, Any]:
@@ -144,7 +140,8 @@ def run_summary(run_dir: str | os.PathLike) -> dict[str, Any]:
     ckpts = _checkpoints(rd)
     last: dict[str, Any] = {}
     for r in records:  # latest value of each scalar metric
-        last.update({k: v for k, v in r.items() if isinstance(v, (int, float, bool))})
+        last.update({k: v for k, v in r.items()
+                     if isinstance(v, (int, float, bool)) or v in ("nan", "inf", "-inf")})
     flags = [r.get("step") for r in records if any(k.endswith("collapsed") and v is True for k, v in r.items())]
     data = cfg.get("data") if isinstance(cfg.get("data"), dict) else {}
     train = cfg.get("train") if isinstance(cfg.get("train"), dict) else {}

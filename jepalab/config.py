@@ -304,8 +304,8 @@ def experiment_from_dict(raw: Any, name: str | None = None) -> Experiment:
     if not isinstance(data, Mapping) or "source" not in data:
         from jepalab.data import SOURCES
 
-        raise config_error("data.source", "The config needs 'data: {source: NAME, ...}' naming a data "
-                     f"source (one of: {', '.join(SOURCES)}).")
+        raise config_error("data.source", "Missing 'data.source': the config needs 'data: {source: NAME, ...}' "
+                     f"naming a data source (one of: {', '.join(SOURCES)}).")
     source = _convert(str, data["source"], "data.source")
     try:
         source_cls = get_source_class(source)
@@ -352,6 +352,7 @@ def load_experiment(path: str | os.PathLike, overrides: Iterable[str] = ()) -> E
 
     All problems are ConfigErrors that name the file and, where known, the line.
     """
+    overrides = list(overrides)
     p = Path(path)
     if p.is_dir() and (p / "experiment.yaml").is_file():
         p = p / "experiment.yaml"
@@ -378,9 +379,9 @@ def load_experiment(path: str | os.PathLike, overrides: Iterable[str] = ()) -> E
         return experiment_from_dict(raw, name=p.stem)
     except ConfigError as e:
         key = getattr(e, "key", "")
-        for ok in override_keys:
+        for ok, text in zip(override_keys, overrides):
             if key and (ok == key or ok.startswith(key + ".") or key.startswith(ok + ".")):
-                raise config_error(key, f"{e} (from --set {ok}=...)") from None
+                raise config_error(key, f"{e} (from override '{text}')") from None
         parts = key.split(".") if key else []
         while parts and ".".join(parts) not in lines:
             parts.pop()

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from jepalab.config import Experiment, config_error, save_experiment
+from jepalab.config import Experiment, config_error, save_experiment, to_dict
 from jepalab.errors import ConfigError
 
 EXPERIMENT_FILE = "experiment.yaml"
@@ -86,16 +86,13 @@ def validate_experiment(exp: Experiment) -> None:
     mlr = tv.get("min_lr_ratio")
     _check(not _is_num(mlr) or 0 <= mlr <= 1, "train.min_lr_ratio",
            f"'train.min_lr_ratio' must be in [0, 1], got {mlr}.")
-    ws, st = tv.get("warmup_steps"), tv.get("steps")
-    if isinstance(ws, int) and isinstance(st, int):
-        _check(ws <= st, "train.warmup_steps", f"'train.warmup_steps'={ws} exceeds 'train.steps'={st}.")
     dev = tv.get("device")
     if isinstance(dev, str) and dev != "auto":
         try:
             torch.device(dev)
         except RuntimeError:
             raise config_error("train.device", f"'train.device'={dev!r} is not a device: use auto, "
-                               "cpu, cuda, cuda:1 or mps.") from None
+                               "cpu, cuda or mps.") from None
     mi, di = getattr(exp.model, "img_size", None), getattr(exp.data, "img_size", None)
     if _is_num(mi) and _is_num(di):
         _check(mi == di, "data.img_size", f"'data.img_size'={di} differs from 'model.img_size'={mi}: "
@@ -127,6 +124,7 @@ def run(exp: Experiment, run_dir: str | os.PathLike, resume: bool = False) -> An
 
     rd = Path(run_dir)
     model, source = build(exp)
-    rd.mkdir(parents=True, exist_ok=True)
-    save_experiment(exp, rd / EXPERIMENT_FILE)
-    return train(model, source, exp.train, rd, seed=exp.seed, resume=resume)
+    if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 writes files
+        rd.mkdir(parents=True, exist_ok=True)
+        save_experiment(exp, rd / EXPERIMENT_FILE)
+    return train(model, source, exp.train, rd, seed=exp.seed, resume=resume, experiment=to_dict(exp))
