@@ -51,8 +51,9 @@ class BouncingConfig:
     """Hyper-parameters of the bouncing-ball world (all plain types, YAML-friendly).
 
     ``speed`` is the (min, max) speed in pixels per frame. In the ``stochastic`` variant the
-    horizontal speed is kept ``>= radius`` so the two possible next positions are at least two
-    radii apart away from walls; near a wall the reflection can bring them closer (see
+    horizontal speed is kept ``>= speed[0] >= radius`` so, away from walls, the two possible next
+    positions are ``>= 2*speed[0]`` apart (defaults: >= 8 px for balls of radius 3, a visible gap
+    between the two ghosts); near a wall the reflection can bring them closer (see
     :meth:`BouncingBalls.next_modes`). In the ``actions`` variant ``action_scale`` is the push
     (pixels/frame) of an action of 1 and the velocity norm is clipped to ``speed[1]``.
     """
@@ -60,7 +61,7 @@ class BouncingConfig:
     img_size: int = 64
     channels: int = 1
     num_balls: int = 1
-    radius: float = 4.0
+    radius: float = 3.0
     speed: tuple[float, float] = (4.0, 6.0)
     frames: int = 4
     variant: str = "deterministic"
@@ -261,7 +262,7 @@ class BouncingBalls:
         """The two possible next positions in the stochastic variant: (B, 4K) -> (B, 2, 2K).
 
         Mode 0 keeps the horizontal velocity, mode 1 reverses it (for all balls at once: one coin
-        per clip). Away from walls the modes are ``2|vx| >= 2*radius`` apart; when the ball is
+        per clip). Away from walls the modes are ``2|vx| >= 2*speed[0]`` apart; when the ball is
         within ``|vx|`` of a side wall the reflection can bring them closer.
         """
         pos, vel = self._split_state(state.float())
@@ -319,8 +320,8 @@ class BouncingBalls:
         pos = self.low + (self.high - self.low) * torch.rand(n, k, 2, generator=gen)
         speed = c.speed[0] + (c.speed[1] - c.speed[0]) * torch.rand(n, k, generator=gen)
         if c.variant == "stochastic":
-            # keep |vx| >= radius: angle within +-acos(radius/speed) of the horizontal
-            half = torch.acos((c.radius / speed.clamp_min(1e-6)).clamp(max=1.0))
+            # keep |vx| >= speed[0] (>= radius): angle within +-acos(speed[0]/speed) of horizontal
+            half = torch.acos((c.speed[0] / speed.clamp_min(1e-6)).clamp(max=1.0))
             ang = (2 * torch.rand(n, k, generator=gen) - 1) * half
             ang = ang + math.pi * (torch.rand(n, k, generator=gen) < 0.5).float()
         else:
