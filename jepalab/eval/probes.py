@@ -135,7 +135,10 @@ def linear_probe(
         if alpha < 0:
             raise DataError(f"ridge={alpha}: the penalty must be >= 0.")
     lam = alpha * n
-    coef = s / (s**2 + lam).clamp_min(1e-300)
+    if lam > 0:
+        coef = s / (s**2 + lam)
+    else:  # plain least squares: pseudo-inverse, dropping numerically-zero directions
+        coef = torch.where(s > 1e-10 * s.max(), 1.0 / s.clamp_min(1e-300), torch.zeros_like(s))
     w = vh.T @ (coef[:, None] * uty)  # (D, K) in standardized target units
     pred_te = (xte @ w) * y_sd + y_mu
     pred_tr = (xtr @ w) * y_sd + y_mu
