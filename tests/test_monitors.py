@@ -34,6 +34,17 @@ def test_rank_one_flagged_even_with_spread() -> None:
     s = collapse_stats(z)
     assert s["std"] > 0.1 / math.sqrt(32)
     assert s["collapsed"] and s["rank"] == pytest.approx(1.0, abs=0.05)
+    # A shared offset added to a rank-1 spread is still flagged (centered rank ~1) ...
+    assert collapse_stats(z + 5 * torch.randn(1, 32, generator=g))["collapsed"]
+
+
+def test_offset_does_not_hide_healthy_variation() -> None:
+    g = torch.Generator().manual_seed(3)
+    z = torch.randn(512, 32, generator=g) + 2.0 * torch.randn(1, 32, generator=g)
+    s = collapse_stats(z)
+    assert s["rank"] < s["rank_centered"]  # the offset lowers RankMe ...
+    assert s["rank_centered"] > 25 and not s["collapsed"]  # ... but not the centered rank
+    assert effective_rank(torch.ones(8, 4), center=True) == 0.0
 
 
 @pytest.mark.parametrize("k", [1, 3, 8])

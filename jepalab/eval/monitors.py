@@ -19,7 +19,7 @@ from jepalab.errors import ShapeError
 
 #: A batch is flagged when its normalized std is below this fraction of the isotropic ``1/sqrt(D)``.
 STD_FRACTION = 0.1
-#: ... or when its effective rank is below this (a rank-1 batch has effective rank ~1).
+#: ... or when its centered effective rank is below this (a rank-1 batch has rank ~1).
 MIN_RANK = 2.0
 
 
@@ -33,13 +33,16 @@ def _as_matrix(z: Tensor) -> Tensor:
     return z.float()
 
 
-def effective_rank(z: Tensor, eps: float = 1e-7) -> float:
+def effective_rank(z: Tensor, center: bool = False, eps: float = 1e-7) -> float:
     """RankMe: ``exp(H(p))`` with ``p`` the singular values of ``z (N, D)`` normalized to sum 1.
 
     Between 1 and ``min(N, D)``; equals ``k`` for a rank-``k`` matrix with equal singular values.
-    Not centered (as in RankMe), so an all-identical batch has rank ~1, an all-zero batch 0.
+    Not centered by default (as in RankMe), so an all-identical batch has rank ~1; with
+    ``center=True`` the batch mean is removed first (an all-identical batch then has rank 0).
     """
     z = _as_matrix(z)
+    if center:
+        z = z - z.mean(dim=0, keepdim=True)
     s = torch.linalg.svdvals(z)
     total = s.sum()
     if total <= 0:
@@ -56,16 +59,19 @@ def embedding_std(z: Tensor) -> float:
 
 
 def collapse_stats(z: Tensor) -> dict[str, float]:
-    """``rank``, ``std``, ``std_ref`` (``1/sqrt(D)``) and ``collapsed`` for embeddings ``(N, D)``.
+    """``rank`` (RankMe), ``rank_centered``, ``std``, ``std_ref`` (``1/sqrt(D)``) and
+    ``collapsed`` for embeddings ``(N, D)``.
 
     ``collapsed`` is True when ``std < 0.1 / sqrt(D)`` (all embeddings nearly the same
-    direction: ten times below an isotropic batch) or ``rank < 2`` (everything on one line,
-    e.g. a rank-1 batch whose norms or signs still vary). A Gaussian batch has
-    ``std ~ 1/sqrt(D)`` and rank close to ``min(N, D)``, so it is not flagged.
+    direction: ten times below an isotropic batch) or ``rank_centered < 2`` (the batch varies
+    along at most one line, e.g. a rank-1 batch whose norms or signs still vary). The centered
+    rank is used for the flag because a large shared offset makes RankMe ~1 while the
+    variation around it can still be rich. A Gaussian batch has ``std ~ 1/sqrt(D)`` and both
+    ranks close to ``min(N, D)``, so it is not flagged.
     """
     z = _as_matrix(z)
     d = z.shape[1]
-    rank, std = effective_rank(z), embedding_std(z)
+    rank, rank_c, std = effective_rank(z), effective_rank(z, center=True), embedding_std(z)
     std_ref = 1.0 / math.sqrt(d)
-    collapsed = bool(std < STD_FRACTION * std_ref or rank < MIN_RANK)
-    return {"rank": rank, "std": std, "std_ref": std_ref, "collapsed": collapsed}
+    collapsed = bool(std < STD_FRACTION * std_ref or rank_c < MIN_RANK)
+    return {"rank": rank, "rank_centered": rank_c, "std": std, "std_ref": std_ref, "collapsed": collapsed}
