@@ -57,7 +57,7 @@ def validate_experiment(exp: Experiment) -> None:
     for section in ("model", "data", "train"):
         for where, obj in _walk(getattr(exp, section), section):
             vals = {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
-            for k in _POSITIVE_INTS:
+            for k in _POSITIVE_INTS if section != "data" else ():  # data: 0 can mean "native"
                 v = vals.get(k)
                 _check(not _is_num(v) or v > 0, f"{where}.{k}", f"'{where}.{k}' must be positive, got {v}.")
             for big, small in _DIVISIBLE:
@@ -93,10 +93,12 @@ def validate_experiment(exp: Experiment) -> None:
         except RuntimeError:
             raise config_error("train.device", f"'train.device'={dev!r} is not a device: use auto, "
                                "cpu, cuda or mps.") from None
-    mi, di = getattr(exp.model, "img_size", None), getattr(exp.data, "img_size", None)
-    if _is_num(mi) and _is_num(di):
-        _check(mi == di, "data.img_size", f"'data.img_size'={di} differs from 'model.img_size'={mi}: "
-               "the model would receive images of the wrong size; make them equal.")
+    for mk, dk, what in (("img_size", "img_size", "images of the wrong size"),
+                         ("in_chans", "channels", "the wrong number of channels")):
+        mv, dv = getattr(exp.model, mk, None), getattr(exp.data, dk, None)
+        if _is_num(mv) and _is_num(dv) and dv > 0:  # data: 0 = the dataset's native value
+            _check(mv == dv, f"data.{dk}", f"'data.{dk}'={dv} differs from 'model.{mk}'={mv}: the "
+                   f"model would receive {what}; make them equal.")
 
 
 def build(exp: Experiment) -> tuple[Any, Any]:

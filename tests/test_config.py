@@ -227,3 +227,60 @@ def test_experiment_train_defaults_fill_in(tmp_path: Path) -> None:
     assert exp.train == TrainConfig()
     assert to_dict(exp)["train"] == to_dict(TrainConfig())
     assert set(to_dict(exp)["train"]) == {f.name for f in dataclasses.fields(TrainConfig)}
+
+
+IJEPA_DIGITS = """\
+recipe: ijepa
+model: {img_size: 16, patch_size: 4, in_chans: 1, embed_dim: 32, depth: 1, heads: 2, pred_dim: 16,
+        pred_depth: 1, pred_heads: 2}
+data: {source: digits, img_size: 16}
+train: {steps: 3, batch_size: 4, warmup_steps: 1}
+"""
+
+
+@pytest.mark.parametrize("overrides, needles", [
+    (["model.in_chans=3"], ["data.channels", "model.in_chans", "channels"]),
+    (["model.patch_size=5"], ["model.img_size", "model.patch_size", "divisible"]),
+    (["model.embed_dim=0"], ["model.embed_dim", "positive"]),
+    (["train.grad_clip=-1"], ["train.grad_clip"]),
+])
+def test_semantic_checks_on_image_experiment(tmp_path: Path, overrides: list[str], needles: list[str]) -> None:
+    p = write(tmp_path, IJEPA_DIGITS, "ijepa_digits.yaml")
+    assert load_experiment(p).recipe == "ijepa"
+    with pytest.raises(ConfigError) as exc:
+        load_experiment(p, overrides)
+    for n in needles:
+        assert n in str(exc.value), (n, str(exc.value))
+
+
+def test_build_is_seeded_and_does_not_touch_global_rng(tmp_path: Path) -> None:
+    from jepalab.experiment import build
+
+    exp = load_experiment(write(tmp_path, IJEPA_DIGITS, "e.yaml"))
+    torch.manual_seed(123)
+    before = torch.random.get_rng_state()
+    m1, src = build(exp)
+    assert torch.equal(torch.random.get_rng_state(), before)
+    m2, _ = build(exp)
+    other = load_experiment(write(tmp_path, IJEPA_DIGITS, "e.yaml"), ["seed=1"])
+    m3, _ = build(other)
+    p1, p2, p3 = (torch.cat([p.flatten() for p in m.parameters()]) for m in (m1, m2, m3))
+    assert torch.equal(p1, p2) and not torch.equal(p1, p3)
+    batch = src.batch(0, 4)
+    assert all(isinstance(v, torch.Tensor) for v in batch.values())
+
+
+def test_source_registry(tmp_path: Path) -> None:
+    from jepalab.data import SOURCES, build_source, get_source_class
+
+    assert set(SOURCES) == {"bouncing", "digits", "mnist", "folder"}
+    with pytest.raises(ConfigError, match="Did you mean 'digits'"):
+        get_source_class("digit")
+    src = build_source("bouncing", {"img_size": 16, "frames": 3, "seed": 5})
+    frames = src.batch(0, 2)["frames"]
+    assert frames.shape == (2, 3, 1, 16, 16)
+    assert torch.equal(frames, build_source("bouncing", src.config).batch(0, 2)["frames"])
+    with pytest.raises(ConfigError, match="data.bogus"):
+        build_source("bouncing", {"bogus": 1})
+    with pytest.raises(ConfigError, match="BouncingConfig"):
+        build_source("bouncing", 3)
