@@ -65,7 +65,14 @@ class ConvEncoder(nn.Module):
             c_in = c_out
         layers.append(nn.Conv2d(c_in, embed_dim, 1))
         self.trunk = nn.Sequential(*layers)
-        self.register_buffer("pos_embed", sincos_grid(self.grid, embed_dim), persistent=False)
+        # Normalizing the cells before adding positions keeps content and position on one scale.
+        # Zero biases make an empty (black) region a zero feature, which the norm keeps at zero.
+        self.feat_norm = nn.LayerNorm(embed_dim)
+        for mod in self.trunk:
+            if isinstance(mod, nn.Conv2d):
+                nn.init.zeros_(mod.bias)
+        pos = sincos_grid(self.grid, embed_dim)
+        self.register_buffer("pos_embed", pos - pos.mean(0), persistent=False)
         self.head = nn.Sequential(nn.Linear(embed_dim, embed_dim), nn.GELU(), nn.Linear(embed_dim, embed_dim))
         self.norm = nn.LayerNorm(embed_dim)
 
@@ -104,7 +111,7 @@ class ConvEncoder(nn.Module):
             tokens = feats.flatten(2).transpose(1, 2).reshape(b, -1, self.embed_dim)
         else:
             tokens = self.trunk(x).flatten(2).transpose(1, 2)
-        tokens = tokens + self.pos_embed
+        tokens = self.feat_norm(tokens) + self.pos_embed
         if keep is not None:
             tokens = apply_masks(tokens, keep)
         return self.norm(tokens + self.head(tokens))

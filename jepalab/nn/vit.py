@@ -71,7 +71,8 @@ class ViT(nn.Module):
             self.grid = (side, side)
             self.patch_embed = nn.Conv2d(in_chans, embed_dim, patch_size, stride=patch_size)
         self.num_patches = math.prod(self.grid)
-        self.register_buffer("pos_embed", sincos_grid(self.grid, embed_dim), persistent=False)
+        pos = sincos_grid(self.grid, embed_dim)
+        self.register_buffer("pos_embed", pos - pos.mean(0), persistent=False)
         self.transformer = Transformer(embed_dim, depth, num_heads, mlp_ratio)
         w = self.patch_embed.weight
         nn.init.xavier_uniform_(w.view(w.shape[0], -1))

@@ -1,0 +1,197 @@
+"""I-JEPA: predict the teacher's embeddings of hidden image blocks from a visible context block.
+
+Assran et al., 2023, "Self-Supervised Learning from Images with a Joint-Embedding Predictive
+Architecture". Method, as composed here:
+- encoder: ``ViT`` (or the CPU-friendly ``ConvEncoder``) sees only the context patches;
+- mask: ``MultiBlockMask`` -- 4 target blocks (scale 0.15-0.2, aspect 0.75-1.5) and a context
+  block (scale 0.85-1.0) with the targets removed;
+- target: the EMA teacher's layer-normed patch embeddings of the full image (stop-gradient),
+  momentum 0.996 -> 1.0 linearly;
+- predictor: the narrow ``MaskedPredictor`` (shared mask token + target position), one pass per
+  target block (batched together), loss averaged over blocks; L2 as in the paper.
+
+``anti_collapse="none"`` takes the target from the online encoder *with* gradient: the
+configuration that collapses, kept so the collapse monitor can be demonstrated on it.
+``MaskedJEPA`` holds the steps shared with V-JEPA (``recipes/vjepa.py``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from jepalab.errors import ConfigError, DataError
+from jepalab.masks import Masks, MultiBlockMask, apply_masks
+from jepalab.nn import ConvEncoder, MaskedPredictor, ViT, sincos_grid
+from jepalab.objectives.ema import EMATeacher
+from jepalab.objectives.prediction import KINDS, prediction_loss
+
+from .base import Recipe
+
+ENCODERS = ("vit", "conv")
+ANTI_COLLAPSE = ("ema", "none")
+
+
+@dataclass
+class IJEPAConfig:
+    """Hyper-parameters of an I-JEPA model (defaults: a tiny CPU model on 32x32 images)."""
+
+    img_size: int = 32
+    in_chans: int = 3
+    patch_size: int = 4
+    encoder: str = "vit"
+    embed_dim: int = 96
+    depth: int = 4
+    heads: int = 3
+    mlp_ratio: float = 4.0
+    conv_width: int = 32
+    pred_dim: int = 48
+    pred_depth: int = 2
+    pred_heads: int = 3
+    num_targets: int = 4
+    target_scale: tuple[float, float] = (0.15, 0.2)
+    target_aspect: tuple[float, float] = (0.75, 1.5)
+    context_scale: tuple[float, float] = (0.85, 1.0)
+    min_context: int = 10
+    loss: str = "l2"
+    anti_collapse: str = "ema"
+    ema_start: float = 0.996
+    ema_end: float = 1.0
+    total_steps: int = 1000
+
+
+def check_common(c: Any) -> None:
+    """Raise ``ConfigError`` for choices shared by the masked-JEPA recipes (I-/V-JEPA configs)."""
+    if c.encoder not in ENCODERS:
+        raise ConfigError(f"model.encoder={c.encoder!r}: choose one of {ENCODERS}.")
+    if c.anti_collapse not in ANTI_COLLAPSE:
+        raise ConfigError(f"model.anti_collapse={c.anti_collapse!r}: choose one of {ANTI_COLLAPSE}.")
+    if c.loss not in KINDS:
+        raise ConfigError(f"model.loss={c.loss!r}: choose one of {KINDS}.")
+    for dim, heads, what in ((c.embed_dim, c.heads, "embed_dim/heads"), (c.pred_dim, c.pred_heads, "pred_dim/pred_heads")):
+        if heads < 1 or dim % heads:
+            raise ConfigError(f"model.{what}: {dim} is not divisible by {heads}; pick heads that divide the width.")
+    if c.total_steps < 1:
+        raise ConfigError(f"model.total_steps={c.total_steps}: set it to the run length (EMA schedule), >= 1.")
+
+
+def build_encoder(c: Any, num_frames: int = 1, tubelet: int = 1) -> nn.Module:
+    """The ViT or conv encoder named by ``c.encoder`` (fields of an I-/V-JEPA config)."""
+    if c.encoder == "vit":
+        return ViT(
+            c.img_size, c.patch_size, c.in_chans, c.embed_dim, c.depth, c.heads, c.mlp_ratio,
+            num_frames=num_frames, tubelet=tubelet,
+        )
+    return ConvEncoder(c.img_size, c.in_chans, c.embed_dim, c.conv_width, num_frames, patch_size=c.patch_size)
+
+
+class MaskedJEPA(Recipe):
+    """Shared body of I-JEPA and V-JEPA: context encoder, EMA (or online) target, masked predictor.
+
+    Subclasses set ``self.encoder``, call ``_finish_init`` and implement ``_input`` (batch ->
+    encoder input) and ``_masks`` (batch size, generator -> list of ``Masks``, losses averaged).
+    """
+
+    def _finish_init(self, momentum: tuple[float, float]) -> None:
+        c = self.config
+        grid = self.encoder.grid
+        self.predictor = MaskedPredictor(
+            self.encoder.num_patches, c.embed_dim, c.pred_dim, c.pred_depth, c.pred_heads,
+            pos=sincos_grid(grid, c.pred_dim), mlp_ratio=c.mlp_ratio,
+        )
+        self.teacher = EMATeacher(self.encoder, momentum, c.total_steps) if c.anti_collapse == "ema" else None
+
+    def _input(self, batch: dict[str, Tensor]) -> Tensor:
+        raise NotImplementedError
+
+    def _masks(self, batch_size: int, generator: torch.Generator) -> list[Masks]:
+        raise NotImplementedError
+
+    def targets(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Full-input teacher (or online) tokens ``(B, N, D)`` and their layer-normed targets."""
+        h = self.teacher(x) if self.teacher is not None else self.encoder(x)
+        return h, F.layer_norm(h, h.shape[-1:])
+
+    def predict_loss(self, ctx: Tensor, masks: Masks, target: Tensor) -> Tensor:
+        """Mean prediction loss over the target blocks of ``masks``; blocks of equal size run as
+        one batched predictor pass (ctx ``(B, Nc, D)``, target ``(B, N, D)``)."""
+        m = len(masks.targets)
+        if len({t.shape[1] for t in masks.targets}) == 1:
+            tgt_idx = torch.cat(masks.targets, 0)
+            pred = self.predictor(ctx.repeat(m, 1, 1), masks.context.repeat(m, 1), tgt_idx)
+            return prediction_loss(pred, apply_masks(target.repeat(m, 1, 1), tgt_idx), self.config.loss)
+        losses = [
+            prediction_loss(self.predictor(ctx, masks.context, t), apply_masks(target, t), self.config.loss)
+            for t in masks.targets
+        ]
+        return torch.stack(losses).mean()
+
+    def training_step(self, batch: dict[str, Tensor], step: int) -> dict[str, Tensor]:
+        x = self._input(batch)
+        # Masks draw from a generator seeded by the global RNG (which the trainer seeds per step).
+        g = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,))))
+        mask_sets = [m.to(x.device) for m in self._masks(x.shape[0], g)]
+        h, target = self.targets(x)
+        losses = [self.predict_loss(self.encoder(x, keep=m.context), m, target) for m in mask_sets]
+        out = {
+            "loss": torch.stack(losses).mean(),
+            "embeddings": self.encoder.pool(h).detach(),
+            "context_tokens": torch.tensor(float(sum(m.context.shape[1] for m in mask_sets)) / len(mask_sets)),
+        }
+        if self.teacher is not None:
+            out["ema_momentum"] = torch.tensor(self.teacher.momentum_at(step))
+        return out
+
+    def after_optimizer_step(self, step: int) -> None:
+        if self.teacher is not None:
+            self.teacher.update(self.encoder, step)
+
+    def _embed(self, x: Tensor) -> Tensor:
+        """Pooled embedding ``(B, D)`` from the teacher (EMA) or the online encoder."""
+        enc = self.teacher if self.teacher is not None else self.encoder
+        return self.encoder.pool(enc(x))
+
+
+class IJEPA(MaskedJEPA):
+    """I-JEPA on images ``batch["images"] (B, C, H, W)`` (or ``batch["frames"] (B, T, C, H, W)``,
+    each frame taken as an image). ``encode(x) -> (B, D)``: the teacher's mean-pooled tokens."""
+
+    name = "ijepa"
+    config_class = IJEPAConfig
+
+    def __init__(self, config: IJEPAConfig) -> None:
+        super().__init__(config)
+        check_common(config)
+        self.encoder = build_encoder(config)
+        self.mask_gen = MultiBlockMask(
+            self.encoder.grid, config.num_targets, config.target_scale, config.target_aspect,
+            config.context_scale, config.min_context,
+        )
+        self._finish_init((config.ema_start, config.ema_end))
+
+    def _input(self, batch: dict[str, Tensor]) -> Tensor:
+        if "images" in batch:
+            return batch["images"]
+        if "frames" in batch:
+            f = batch["frames"]
+            if f.dim() != 5:
+                raise DataError(f"batch['frames'] must be (B, T, C, H, W), got {tuple(f.shape)}.")
+            return f.reshape(-1, *f.shape[2:])
+        raise DataError(f"I-JEPA needs batch['images'] (B, C, H, W) or batch['frames']; got keys {sorted(batch)}.")
+
+    def _masks(self, batch_size: int, generator: torch.Generator) -> list[Masks]:
+        return [self.mask_gen(batch_size, generator)]
+
+    def encode(self, x: Tensor) -> Tensor:
+        """``(B, C, H, W) -> (B, D)``; clips ``(B, T, C, H, W)`` are averaged over frames."""
+        if x.dim() == 5:
+            b, t = x.shape[:2]
+            return self._embed(x.reshape(b * t, *x.shape[2:])).view(b, t, -1).mean(1)
+        return self._embed(x)
+
+
+RECIPE = IJEPA
