@@ -175,6 +175,16 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _summary_line(doc: str | None, width: int = 90) -> str:
+    """First sentence of a docstring's first paragraph, on one line, cut to ``width``."""
+    para = " ".join((doc or "").strip().split("\n\n")[0].split())
+    if not para:
+        return "(no description)"
+    end = para.find(". ")
+    line = para[: end + 1] if end >= 0 else para
+    return line if len(line) <= width else line[: width - 3].rstrip() + "..."
+
+
 def cmd_recipes(args: argparse.Namespace) -> int:
     """List registered recipes with the first line of each class's docstring."""
     from jepalab.recipes import RECIPES, get_recipe
@@ -182,8 +192,7 @@ def cmd_recipes(args: argparse.Namespace) -> int:
     width = max(len(n) for n in RECIPES)
     for name in RECIPES:
         try:
-            doc = (get_recipe(name).__doc__ or "").strip().splitlines()
-            line = doc[0] if doc else "(no description)"
+            line = _summary_line(get_recipe(name).__doc__)
         except Exception as e:  # one broken/missing recipe must not hide the others
             line = f"(unavailable: {type(e).__name__}: {e})"
         print(f"{name:<{width}}  {line}")

@@ -11,13 +11,16 @@ dataclasses from YAML-loaded dicts with strict type checking, and assembles an `
     model: {...}              # fields of that recipe's config_class
     data: {source: digits, ...}   # key of jepalab.data.SOURCES + its config_class fields
     train: {steps: 200, ...}  # fields of jepalab.train.TrainConfig
+
+Two values are filled in when the YAML leaves them out: ``data.seed`` (if the source has one)
+from ``seed``, and ``model.total_steps`` (if the recipe has one, e.g. an EMA schedule) from
+``train.steps``. The resolved experiment written to a run directory spells everything out.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
-import math
 import os
 import re
 import tempfile
@@ -35,7 +38,7 @@ _KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 def config_error(key: str, message: str) -> ConfigError:
-    """A ConfigError that remembers the dotted ``key`` it is about (used to add file:line)."""
+                 """A ConfigError that remembers the dotted ``key`` it is about (used to add file:line)."""
     err = ConfigError(message)
     err.key = key  # type: ignore[attr-defined]
     return err
@@ -110,7 +113,7 @@ def _convert(tp: Any, value: Any, key: str) -> Any:
         if origin is tuple and args and not (len(args) == 2 and args[1] is Ellipsis):
             if len(value) != len(args):
                 raise config_error(key, f"'{key}' must be a list of exactly {len(args)} values "
-                             f"({_type_name(tp)}), got {len(value)}: {value!r}.")
+                                   f"({_type_name(tp)}), got {len(value)}: {value!r}.")
             items = [_convert(a, v, f"{key}[{i}]") for i, (a, v) in enumerate(zip(args, value))]
         elif args:
             items = [_convert(args[0], v, f"{key}[{i}]") for i, v in enumerate(value)]
@@ -166,7 +169,7 @@ def from_dict(cls: type, data: Any, where: str = "") -> Any:
     label = where or "the config"
     if not isinstance(data, Mapping):
         raise config_error(where, f"'{label}' must be a mapping of {cls.__name__} fields "
-                     f"(key: value lines), got {data!r}.")
+                           f"(key: value lines), got {data!r}.")
     try:
         hints = get_type_hints(cls)
     except Exception:  # unresolved forward references: fall back to the raw annotations
@@ -179,7 +182,7 @@ def from_dict(cls: type, data: Any, where: str = "") -> Any:
             close = difflib.get_close_matches(str(key), list(fields), n=1, cutoff=0.6)
             hint = f" Did you mean '{_join(where, close[0])}'?" if close else ""
             raise config_error(full, f"Unknown key '{full}'.{hint} Valid keys in {label}: "
-                         f"{', '.join(fields) or '(none)'}.")
+                               f"{', '.join(fields) or '(none)'}.")
         kwargs[key] = _convert(hints.get(key, fields[key].type), value, full)
     for name, f in fields.items():
         if name not in kwargs and f.default is dataclasses.MISSING \
@@ -244,7 +247,7 @@ def apply_overrides(raw: dict, overrides: Iterable[str]) -> list[str]:
             if not isinstance(child, dict):
                 prefix = ".".join(parts[: depth + 1])
                 raise config_error(prefix, f"Override {text!r}: '{prefix}' is a value ({child!r}), "
-                             "not a section with sub-keys.")
+                                   "not a section with sub-keys.")
             node = child
         node[parts[-1]] = value
         keys.append(key)
@@ -285,10 +288,10 @@ def experiment_from_dict(raw: Any, name: str | None = None) -> Experiment:
             close = difflib.get_close_matches(str(key), TOP_LEVEL_KEYS, n=1, cutoff=0.6)
             hint = f" Did you mean '{close[0]}'?" if close else ""
             raise config_error(str(key), f"Unknown top-level key '{key}'.{hint} Valid keys: "
-                         f"{', '.join(TOP_LEVEL_KEYS)}.")
+                               f"{', '.join(TOP_LEVEL_KEYS)}.")
     if "recipe" not in raw:
         raise config_error("recipe", "Missing required key 'recipe' (one of: "
-                     f"{', '.join(RECIPES)}).")
+                           f"{', '.join(RECIPES)}).")
     recipe = _convert(str, raw["recipe"], "recipe")
     try:
         recipe_cls = get_recipe(recipe)
@@ -298,14 +301,19 @@ def experiment_from_dict(raw: Any, name: str | None = None) -> Experiment:
         raise config_error("name", "Missing required key 'name' (the run's name, e.g. name: tiny-ijepa).")
     exp_name = _convert(str, raw.get("name", name), "name")
     seed = _convert(int, raw.get("seed", 0), "seed")
-    model = from_dict(recipe_cls.config_class, raw.get("model") or {}, "model")
+    train = from_dict(TrainConfig, raw.get("train") or {}, "train")
+    model_raw = raw.get("model") or {}
+    model_fields = {f.name for f in dataclasses.fields(recipe_cls.config_class)}
+    if isinstance(model_raw, Mapping) and "total_steps" in model_fields and "total_steps" not in model_raw:
+        model_raw = {**model_raw, "total_steps": train.steps}  # EMA schedules span the whole run
+    model = from_dict(recipe_cls.config_class, model_raw, "model")
 
     data = raw.get("data")
     if not isinstance(data, Mapping) or "source" not in data:
         from jepalab.data import SOURCES
 
         raise config_error("data.source", "Missing 'data.source': the config needs 'data: {source: NAME, ...}' "
-                     f"naming a data source (one of: {', '.join(SOURCES)}).")
+                           f"naming a data source (one of: {', '.join(SOURCES)}).")
     source = _convert(str, data["source"], "data.source")
     try:
         source_cls = get_source_class(source)
@@ -316,7 +324,6 @@ def experiment_from_dict(raw: Any, name: str | None = None) -> Experiment:
     if "seed" not in rest and "seed" in data_fields:
         rest["seed"] = seed  # one seed fixes data, init and masks unless data.seed is explicit
     data_cfg = from_dict(source_cls.config_class, rest, "data")
-    train = from_dict(TrainConfig, raw.get("train") or {}, "train")
     exp = Experiment(name=exp_name, seed=seed, recipe=recipe, model=model, source=source,
                      data=data_cfg, train=train)
     from jepalab.experiment import validate_experiment

@@ -160,6 +160,10 @@ def test_load_good_experiment(tmp_path: Path) -> None:
     assert (exp.name, exp.seed, exp.recipe, exp.source) == ("tiny", 3, "future", "bouncing")
     assert exp.model.embed_dim == 32 and exp.train.steps == 20 and exp.train.lr == pytest.approx(1e-3)
     assert exp.data.seed == 3  # the one seed reaches the data unless data.seed is explicit
+    assert exp.model.total_steps == 20  # the EMA schedule spans train.steps unless set
+    explicit = load_experiment(write(tmp_path, GOOD.replace("  source: bouncing", "  source: bouncing\n  seed: 9")
+                                     .replace("  embed_dim: 32", "  embed_dim: 32\n  total_steps: 7"), "e2.yaml"))
+    assert explicit.data.seed == 9 and explicit.model.total_steps == 7
 
 
 def test_name_defaults_to_file_stem_and_overrides_apply(tmp_path: Path) -> None:
