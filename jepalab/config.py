@@ -38,7 +38,7 @@ _KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 def config_error(key: str, message: str) -> ConfigError:
-                 """A ConfigError that remembers the dotted ``key`` it is about (used to add file:line)."""
+    """A ConfigError that remembers the dotted ``key`` it is about (used to add file:line)."""
     err = ConfigError(message)
     err.key = key  # type: ignore[attr-defined]
     return err
