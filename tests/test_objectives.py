@@ -86,6 +86,17 @@ def test_sigreg_matches_numpy_loop() -> None:
     assert float(sig(z, step=2)) == pytest.approx(np.mean(stats), rel=1e-5)
 
 
+def test_losses_stay_fp32_under_autocast() -> None:
+    g = torch.Generator().manual_seed(4)
+    z1, z2 = torch.randn(64, 16, generator=g), torch.randn(64, 16, generator=g)
+    sig = SIGReg(num_proj=32)
+    ref = [float(sig(z1, step=0)), float(VICRegLoss()(z1, z2)["loss"]), float(BarlowTwinsLoss()(z1, z2)["loss"])]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = [sig(z1, step=0), VICRegLoss()(z1, z2)["loss"], BarlowTwinsLoss()(z1, z2)["loss"]]
+    assert all(v.dtype == torch.float32 for v in got)
+    assert [float(v) for v in got] == pytest.approx(ref, rel=1e-5)
+
+
 def test_sigreg_bad_input() -> None:
     with pytest.raises(ShapeError):
         SIGReg()(torch.randn(2, 3, 4))

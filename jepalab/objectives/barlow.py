@@ -32,7 +32,8 @@ class BarlowTwinsLoss(nn.Module):
     def forward(self, z1: Tensor, z2: Tensor) -> dict[str, Tensor]:
         _check_pair(z1, z2, "BarlowTwinsLoss")
         n = z1.shape[0]
-        c = self._standardize(z1.float()).T @ self._standardize(z2.float()) / n
+        with torch.autocast(device_type=z1.device.type, enabled=False):  # correlations in fp32
+            c = self._standardize(z1.float()).T @ self._standardize(z2.float()) / n
         diag = torch.diagonal(c)
         on_diag = (1.0 - diag).pow(2).sum()
         off_diag = c.pow(2).sum() - diag.pow(2).sum()

@@ -95,7 +95,12 @@ class SIGReg(nn.Module):
             raise ShapeError(f"SIGReg expects embeddings (N, D), got {tuple(z.shape)}; flatten tokens to (B*N, D).")
         if not torch.is_floating_point(z):
             raise ShapeError(f"SIGReg expects floating-point embeddings, got {z.dtype}.")
-        z = z.float() if z.dtype != torch.float64 else z
+        # The statistic is computed in fp32 even under autocast: cos/sin of t*x in bf16 lose the
+        # small ECF differences that the test measures.
+        with torch.autocast(device_type=z.device.type, enabled=False):
+            return self._statistic(z.float() if z.dtype != torch.float64 else z, generator, step)
+
+    def _statistic(self, z: Tensor, generator: torch.Generator | None, step: int | None) -> Tensor:
         a = self.projections(z.shape[1], generator, step, z.device).to(z.dtype)
         x = z @ a  # (N, P)
         xt = x.unsqueeze(-1) * self.t.to(z.dtype)  # (N, P, K)

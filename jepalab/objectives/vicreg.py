@@ -56,7 +56,10 @@ class VICRegLoss(nn.Module):
 
     def forward(self, z1: Tensor, z2: Tensor) -> dict[str, Tensor]:
         _check_pair(z1, z2, "VICRegLoss")
-        z1, z2 = z1.float(), z2.float()
+        with torch.autocast(device_type=z1.device.type, enabled=False):  # statistics in fp32
+            return self._terms(z1.float(), z2.float())
+
+    def _terms(self, z1: Tensor, z2: Tensor) -> dict[str, Tensor]:
         invariance = F.mse_loss(z1, z2)
         variance = 0.5 * (variance_term(z1, self.eps) + variance_term(z2, self.eps))
         covariance = covariance_term(z1) + covariance_term(z2)
