@@ -48,7 +48,7 @@ class IJEPAConfig:
     depth: int = 4
     heads: int = 3
     mlp_ratio: float = 4.0
-    conv_width: int = 32
+    width: int = 32  # channels of the conv encoder (encoder="conv")
     pred_dim: int = 48
     pred_depth: int = 2
     pred_heads: int = 3
@@ -86,7 +86,7 @@ def build_encoder(c: Any, num_frames: int = 1, tubelet: int = 1) -> nn.Module:
             c.img_size, c.patch_size, c.in_chans, c.embed_dim, c.depth, c.heads, c.mlp_ratio,
             num_frames=num_frames, tubelet=tubelet,
         )
-    return ConvEncoder(c.img_size, c.in_chans, c.embed_dim, c.conv_width, num_frames, patch_size=c.patch_size)
+    return ConvEncoder(c.img_size, c.in_chans, c.embed_dim, c.width, num_frames, patch_size=c.patch_size)
 
 
 class MaskedJEPA(Recipe):

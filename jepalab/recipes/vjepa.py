@@ -37,7 +37,7 @@ class VJEPAConfig:
     depth: int = 4
     heads: int = 3
     mlp_ratio: float = 4.0
-    conv_width: int = 32
+    width: int = 32  # channels of the conv encoder (encoder="conv")
     pred_dim: int = 48
     pred_depth: int = 2
     pred_heads: int = 3
