@@ -5,7 +5,8 @@ config, but resuming also needs the optimizer moments, the step, the RNG states 
 position. Layout (one directory per checkpoint, written to a temp dir and renamed into place, so
 a killed process leaves either a complete checkpoint or none)::
 
-    run_dir/checkpoints/step_0000100/model.safetensors      all model state (incl. EMA teacher)
+    run_dir/checkpoints/step_0000100/model.safetensors      all model state (incl. EMA teacher
+                                                            and non-persistent buffers)
                                     /optimizer.safetensors  optimizer state tensors
                                     /state.json             step, config, RNG, sizes + sha256
     run_dir/checkpoints/latest                               name of the newest checkpoint
@@ -40,6 +41,7 @@ MODEL_FILE = "model.safetensors"
 OPTIMIZER_FILE = "optimizer.safetensors"
 STATE_FILE = "state.json"
 FORMAT_VERSION = 1
+NONPERSISTENT_PREFIX = "__nonpersistent__."
 _NAME_RE = re.compile(r"^step_(\d{7,})$")
 
 
@@ -136,8 +138,32 @@ def _optimizer_from_flat(opt: torch.optim.Optimizer, tensors: dict[str, Tensor],
 
 # --- save -------------------------------------------------------------------------------------
 def _model_tensors(model: nn.Module) -> dict[str, Tensor]:
-    # clone: safetensors refuses tensors that share storage (tied weights)
-    return {k: v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()}
+    """``state_dict()`` plus non-persistent buffers (prefixed), cloned to CPU.
+
+    Non-persistent buffers are saved too because training can change them (e.g. an EMA teacher
+    that averages every buffer, fixed positions included, drifts them by rounding); rebuilding
+    them from scratch on resume would break bit-exactness.
+    """
+    sd = model.state_dict()
+    out = {k: v.detach().cpu().clone().contiguous() for k, v in sd.items()}  # clone: no shared storage
+    for name, buf in model.named_buffers():
+        if name not in sd and buf is not None:
+            out[NONPERSISTENT_PREFIX + name] = buf.detach().cpu().clone().contiguous()
+    return out
+
+
+def _load_model_tensors(model: nn.Module, weights: dict[str, Tensor]) -> None:
+    extra = {k[len(NONPERSISTENT_PREFIX):]: v for k, v in weights.items() if k.startswith(NONPERSISTENT_PREFIX)}
+    model.load_state_dict({k: v for k, v in weights.items() if not k.startswith(NONPERSISTENT_PREFIX)}, strict=True)
+    buffers = dict(model.named_buffers())
+    unknown = sorted(set(extra) - set(buffers))
+    if unknown:
+        raise RuntimeError(f"Unexpected non-persistent buffer(s) {unknown[:5]}")
+    with torch.no_grad():
+        for name, value in extra.items():
+            if buffers[name].shape != value.shape:
+                raise RuntimeError(f"size mismatch for buffer {name}: {tuple(value.shape)} vs {tuple(buffers[name].shape)}")
+            buffers[name].copy_(value)
 
 
 def save_checkpoint(
@@ -273,7 +299,7 @@ def load_checkpoint(
     state = read_state(path)
     weights = _load_tensors(path, MODEL_FILE, _read_verified(path, MODEL_FILE, state), device)
     try:
-        model.load_state_dict(weights, strict=True)
+        _load_model_tensors(model, weights)
     except RuntimeError as e:
         raise CheckpointError(
             f"{path / MODEL_FILE} does not fit this model ({str(e).splitlines()[0]} ...): build the model "

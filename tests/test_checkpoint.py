@@ -145,3 +145,16 @@ def test_rng_round_trip() -> None:
     restore_rng(state)
     b = (random.random(), np.random.rand(), torch.rand(3))
     assert a[0] == b[0] and a[1] == b[1] and torch.equal(a[2], b[2])
+
+
+def test_non_persistent_buffers_are_restored(tmp_path) -> None:
+    # an EMA teacher that averages a fixed sin-cos buffer drifts it by rounding; resume must
+    # restore the drifted value, not rebuild it, or the run is no longer bit-exact
+    m = make_model()
+    m.register_buffer("pos", torch.arange(4.0), persistent=False)
+    m.pos.mul_(0.3).add_(m.pos, alpha=0.7)
+    save_checkpoint(tmp_path, 1, m, _optimizer(m), {})
+    m2 = make_model()
+    m2.register_buffer("pos", torch.arange(4.0), persistent=False)
+    load_checkpoint(latest_checkpoint(tmp_path), m2)
+    assert torch.equal(m2.pos, m.pos) and "pos" not in m2.state_dict()
