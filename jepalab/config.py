@@ -183,7 +183,11 @@ def from_dict(cls: type, data: Any, where: str = "") -> Any:
             hint = f" Did you mean '{_join(where, close[0])}'?" if close else ""
             raise config_error(full, f"Unknown key '{full}'.{hint} Valid keys in {label}: "
                                f"{', '.join(fields) or '(none)'}.")
-        kwargs[key] = _convert(hints.get(key, fields[key].type), value, full)
+        tp = hints.get(key, fields[key].type)
+        if isinstance(tp, str):  # a programming error in the config class, not a user error
+            raise TypeError(f"{cls.__name__}.{key}: cannot resolve the annotation {tp!r}; define "
+                            "config dataclasses and the types they name at module level.")
+        kwargs[key] = _convert(tp, value, full)
     for name, f in fields.items():
         if name not in kwargs and f.default is dataclasses.MISSING \
                 and f.default_factory is dataclasses.MISSING:  # type: ignore[misc]
