@@ -37,6 +37,7 @@ class TinyConfig:
     sleep: float = 0.0  # seconds per step, so a subprocess can be killed mid-run
     nan_at: int = -1  # step whose loss is NaN (divergence test)
     collapse: bool = False  # report constant embeddings (collapse monitor test)
+    unused: bool = False  # add a trainable layer the loss never uses (DDP error test)
 
 
 class TinyRecipe(Recipe):
@@ -52,6 +53,8 @@ class TinyRecipe(Recipe):
         self.pos_embed = nn.Parameter(torch.zeros(1, h))
         self.head = nn.Linear(h, 4)
         self.teacher = copy.deepcopy(self.encoder).requires_grad_(False)
+        if config.unused:
+            self.spare = nn.Linear(h, h)
 
     def training_step(self, batch: dict[str, Tensor], step: int) -> dict[str, Tensor]:
         x, y = batch["x"], batch["y"]
@@ -130,11 +133,12 @@ def worker_cmd(args: dict[str, Any], nproc: int = 1) -> list[str]:
             "-m", "conftest", payload]
 
 
-def run_worker(args: dict[str, Any], nproc: int = 1, timeout: float = 240) -> subprocess.CompletedProcess:
-    """Run a worker to completion; fail the test with its output if it fails."""
+def run_worker(args: dict[str, Any], nproc: int = 1, timeout: float = 240, check: bool = True
+               ) -> subprocess.CompletedProcess:
+    """Run a worker to completion; fail the test with its output if it fails and ``check``."""
     proc = subprocess.run(worker_cmd(args, nproc), env=subprocess_env(), capture_output=True, text=True,
                           timeout=timeout, cwd=TESTS_DIR)
-    if proc.returncode != 0:
+    if check and proc.returncode != 0:
         pytest.fail(f"worker failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     return proc
 

@@ -40,3 +40,11 @@ def test_two_process_gloo_matches_single_process(tmp_path) -> None:
     assert [p.name for p in list_checkpoints(run)] == ["step_0000003", "step_0000006"]
     start = [e for e in read_jsonl(run / "events.jsonl") if e["event"] == "start"]
     assert len(start) == 1 and start[0]["world_size"] == 2
+
+
+@pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="needs torch.distributed gloo")
+def test_unused_trainable_parameter_gets_actionable_error(tmp_path) -> None:
+    proc = run_worker({"model": {"unused": True}, "train": {**TRAIN, "steps": 3}, "run_dir": str(tmp_path / "u")},
+                      nproc=2, check=False)
+    assert proc.returncode != 0
+    assert "ConfigError" in proc.stderr and "requires_grad_(False)" in proc.stderr, proc.stderr[-2000:]

@@ -196,3 +196,14 @@ def test_real_ijepa_recipe_trains_and_resumes_exactly(tmp_path) -> None:
     for k, v in full.state_dict().items():  # encoder, predictor and EMA teacher
         assert torch.equal(v, resumed.state_dict()[k]), k
     assert [r["loss"] for r in read_jsonl(tmp_path / "log.jsonl")] == [r["loss"] for r in log]
+
+
+def test_amp_modes_on_cpu(tmp_path) -> None:
+    # auto = fp32 on CPU (bf16 is slow there); bf16 on request runs under autocast and still learns
+    train(make_model(), TinySource(), cfg(steps=4), tmp_path / "auto")
+    start = [e for e in read_jsonl(tmp_path / "auto" / "events.jsonl") if e["event"] == "start"][0]
+    assert start["amp"] == "None"
+    train(make_model(), TinySource(), cfg(steps=10, amp="bf16", log_every=1), tmp_path / "bf16")
+    start = [e for e in read_jsonl(tmp_path / "bf16" / "events.jsonl") if e["event"] == "start"][0]
+    log = read_jsonl(tmp_path / "bf16" / "log.jsonl")
+    assert start["amp"] == "torch.bfloat16" and log[-1]["loss"] < log[0]["loss"]

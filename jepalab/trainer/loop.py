@@ -99,6 +99,20 @@ def _scalars(out: Any, step: int) -> tuple[Tensor, dict[str, Tensor]]:
     return out["loss"], extra
 
 
+def _ddp_forward(runner: nn.Module, batch: dict[str, Any], step: int) -> Any:
+    """DDP forward that turns its 'parameters did not receive grad' error into advice."""
+    try:
+        return runner(batch, step)
+    except RuntimeError as e:
+        if "find_unused_parameters" not in str(e):
+            raise
+        raise ConfigError(
+            "Under DDP every trainable parameter must get a gradient from training_step each step, but "
+            "some did not. Freeze the parameters the loss does not use (requires_grad_(False)) so that DDP "
+            f"does not wait for their gradients. DDP said: {str(e).splitlines()[0]}"
+        ) from e
+
+
 def _grad_norm(params: list[nn.Parameter], clip: float) -> Tensor:
     """Total L2 grad norm; clips in place when ``clip > 0``."""
     if clip > 0:
@@ -245,7 +259,7 @@ def _loop(
             sync = contextlib.nullcontext() if ddp is None or i == k - 1 else ddp.no_sync()
             with sync:
                 with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-                    out = runner(mb, step)
+                    out = _ddp_forward(runner, mb, step) if ddp is not None else runner(mb, step)
                 loss, extra = _scalars(out, step)
                 scaled = loss.float() / k
                 (scaler.scale(scaled) if scaler is not None else scaled).backward()
