@@ -88,3 +88,14 @@ def test_resume_extends_a_finished_run(tmp_path) -> None:
     out = train(make_model(), TinySource(), TrainConfig(**{**TRAIN, "steps": 15}), tmp_path, resume=True)
     assert out["step"] == 15
     assert [r["step"] for r in read_jsonl(tmp_path / "log.jsonl")] == list(range(1, 16))
+
+
+def test_resume_reports_changed_settings_and_refuses_another_model(tmp_path) -> None:
+    train(make_model(), TinySource(), TrainConfig(**{**TRAIN, "steps": 10}), tmp_path)
+    train(make_model(), TinySource(), TrainConfig(**{**TRAIN, "steps": 12, "lr": 5e-3}), tmp_path, resume=True)
+    ev = [e for e in read_jsonl(tmp_path / "events.jsonl") if e["event"] == "config_changed"]
+    assert len(ev) == 1 and "lr 0.01 -> 0.005" in ev[0]["message"] and "steps 10 -> 12" in ev[0]["message"]
+    from jepalab.errors import CheckpointError
+
+    with pytest.raises(CheckpointError, match="same config|same model config"):
+        train(make_model(unused=True), TinySource(), TrainConfig(**{**TRAIN, "steps": 14}), tmp_path, resume=True)

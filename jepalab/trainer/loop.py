@@ -31,7 +31,7 @@ from jepalab.checkpoint import (
     restore_rng,
     save_checkpoint,
 )
-from jepalab.errors import ConfigError, DataError, TrainingDivergedError
+from jepalab.errors import CheckpointError, ConfigError, DataError, TrainingDivergedError
 from jepalab.recipes.base import Recipe
 from jepalab.runlog import RunLog
 from jepalab.trainer.config import TrainConfig, lr_at, param_groups, step_seed
@@ -97,6 +97,19 @@ def _scalars(out: Any, step: int) -> tuple[Tensor, dict[str, Tensor]]:
         if k not in ("loss", "embeddings") and torch.is_tensor(v) and v.numel() == 1
     }
     return out["loss"], extra
+
+
+def _plain(v: Any) -> Any:
+    """A config value as it reads back from state.json (tuples become lists)."""
+    return list(v) if isinstance(v, tuple) else v
+
+
+def _first_difference(saved: list[list[str]], current: list[list[str]]) -> str:
+    a, b = {n for g in saved for n in g}, {n for g in current for n in g}
+    only_saved, only_now = sorted(a - b)[:1], sorted(b - a)[:1]
+    if only_saved or only_now:
+        return f"checkpoint has {only_saved or '-'}, model has {only_now or '-'}"
+    return "same names in another weight-decay grouping or order"
 
 
 def _ddp_forward(runner: nn.Module, batch: dict[str, Any], step: int) -> Any:
@@ -192,7 +205,7 @@ def _run(
     opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
     scaler = torch.amp.GradScaler("cuda") if amp == torch.float16 else None
 
-    start, elapsed0, last_metrics, resumed_from = 0, 0.0, {}, None
+    start, elapsed0, last_metrics, resumed_from, changed = 0, 0.0, {}, None, {}
     if resume:
         ckpt = latest_checkpoint(run_dir)
         if ckpt is not None:
@@ -200,8 +213,17 @@ def _run(
             restore_rng(state["rng"])
             if scaler is not None and state.get("scaler"):
                 scaler.load_state_dict(state["scaler"])
+            if state.get("param_names") not in (None, group_names):
+                raise CheckpointError(
+                    f"{ckpt} was written for other trainable parameters (e.g. "
+                    f"{_first_difference(state['param_names'], group_names)}): resume with the same model config."
+                )
             start, elapsed0 = state["step"], float(state.get("elapsed", 0.0))
             last_metrics, resumed_from = state.get("metrics", {}), ckpt
+            changed = {k: (v, getattr(cfg, k, None)) for k, v in (state.get("config") or {}).items()
+                       if _plain(getattr(cfg, k, None)) != v}
+            if state.get("seed") not in (None, seed):
+                changed["seed"] = (state["seed"], seed)
     elif list_checkpoints(run_dir):
         raise ConfigError(
             f"{run_dir} already holds checkpoints; pass resume=True (CLI: --resume) to continue that run, "
@@ -216,6 +238,9 @@ def _run(
                 log.event("resume", f"resuming from {resumed_from} at step {start}", step=start)
             elif resume:
                 log.event("resume", f"no checkpoint in {run_dir}: starting from step 0", step=0)
+            if changed:  # allowed (e.g. more steps, another lr), but the run is no longer one recipe
+                log.event("config_changed", "resumed with different settings: " + ", ".join(
+                    f"{k} {a!r} -> {b!r}" for k, (a, b) in changed.items()), level=logging.WARNING)
             log.event("start", f"training {type(model).__name__} for {cfg.steps} steps on {device} x{world}",
                       device=str(device), world_size=world, amp=str(amp), config=dataclasses.asdict(cfg))
         runner: nn.Module = _StepModule(model)
@@ -278,7 +303,7 @@ def _loop(
             last = f"The last good checkpoint, {ckpts[-1]}, is intact." if ckpts else "No checkpoint was written yet."
             log.event("diverged", f"loss={loss_v} grad_norm={gnorm_v} at step {step}", level=logging.ERROR, step=step)
             raise TrainingDivergedError(
-                f"Training diverged at step {step}: loss={loss_v}, grad_norm={gnorm_v}. Likely causes: learning "
+                f"Training diverged at step {step} (0-based, as passed to training_step): loss={loss_v}, grad_norm={gnorm_v}. Likely causes: learning "
                 f"rate too high (lr={cfg.lr:g}: try 3-10x lower or a longer warmup), no gradient clipping "
                 f"(grad_clip={cfg.grad_clip:g}: try 1.0), fp16 overflow (amp={cfg.amp}: try 'bf16' or 'off'), or "
                 f"NaN/Inf in the input data. {last} Fix the config and resume with resume=True."
