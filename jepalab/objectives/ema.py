@@ -46,7 +46,9 @@ class EMATeacher(nn.Module):
     def update(self, student: nn.Module, step: int) -> float:
         """Move the teacher towards ``student`` with the momentum of ``step``; returns it.
 
-        Floating buffers (e.g. norm statistics) follow the same EMA; others are copied.
+        Buffers (norm statistics, fixed position tables) are copied, not averaged: averaging a
+        constant table with itself drifts it by rounding, and running statistics belong to the
+        network that produced them.
         """
         m = self.momentum_at(step)
         t_params = list(self.module.parameters())
@@ -56,10 +58,7 @@ class EMATeacher(nn.Module):
         for pt, ps in zip(t_params, s_params):
             pt.mul_(m).add_(ps.detach().to(pt.dtype), alpha=1.0 - m)
         for bt, bs in zip(self.module.buffers(), student.buffers()):
-            if bt.dtype.is_floating_point:
-                bt.mul_(m).add_(bs.detach().to(bt.dtype), alpha=1.0 - m)
-            else:
-                bt.copy_(bs)
+            bt.copy_(bs)
         return m
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
