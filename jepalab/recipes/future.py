@@ -1,0 +1,255 @@
+"""FutureJEPA: predict the next frame's *embedding* from the embeddings of k context frames.
+
+Method (after LeWorldModel, Maes et al. 2025, and V-JEPA's future prediction, Bardes et al. 2024):
+one pooled embedding per frame from a small conv encoder plus a linear projector; an MLP predictor
+maps the k most recent frame embeddings (and, optionally, a latent variable z) to the next
+frame's embedding. Collapse is prevented either by an EMA teacher that produces the targets under
+stop-gradient (BYOL / I-JEPA, Assran et al. 2023) or by SIGReg on the online embeddings with no
+teacher at all (LeJEPA, Balestriero & LeCun 2025).
+
+The latent variable z (``latent_dim > 0``) lets the predictor represent several futures. It is
+trained by best-of-K ("winner takes all", as in multiple-hypothesis prediction, Rupprecht et al.
+2017): K values of z ~ N(0, I) are drawn per sample, the loss of the closest prediction is kept,
+so different regions of z-space specialise on different futures and sampling z at test time gives
+distinct predictions instead of their average.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from jepalab.errors import ConfigError, ShapeError
+from jepalab.recipes.base import Recipe
+
+
+@dataclass
+class FutureConfig:
+    """Hyper-parameters of :class:`FutureJEPA` (and, shared, of the pixel twin)."""
+
+    img_size: int = 32
+    in_chans: int = 1
+    embed_dim: int = 64          # D: one embedding per frame
+    enc_width: int = 16          # conv trunk width
+    enc_dim: int = 64            # channels of the conv feature-map cells before the projector
+    context_frames: int = 3      # k
+    pred_hidden: int = 256
+    anti_collapse: str = "sigreg"  # "ema" | "sigreg"
+    sigreg_weight: float = 0.1     # lambda in (1 - lambda) * pred + lambda * SIGReg
+    sigreg_proj: int = 256
+    ema_momentum: tuple[float, float] = (0.99, 1.0)
+    total_steps: int = 1000      # for the EMA momentum schedule
+    loss: str = "l2"
+    latent_dim: int = 0          # > 0 enables z
+    latent_samples: int = 8      # K in best-of-K
+
+
+def _check_config(cfg: FutureConfig) -> None:
+    if cfg.anti_collapse not in ("ema", "sigreg"):
+        raise ConfigError(f"model.anti_collapse must be 'ema' or 'sigreg', got '{cfg.anti_collapse}'.")
+    if cfg.context_frames < 1:
+        raise ConfigError(f"model.context_frames must be >= 1, got {cfg.context_frames}.")
+    if cfg.latent_dim < 0 or (cfg.latent_dim > 0 and cfg.latent_samples < 1):
+        raise ConfigError("model.latent_dim must be >= 0 and model.latent_samples >= 1 when z is used.")
+    if not 0.0 <= cfg.sigreg_weight < 1.0:
+        raise ConfigError(f"model.sigreg_weight must be in [0, 1), got {cfg.sigreg_weight}.")
+
+
+class FrameEncoder(nn.Module):
+    """Conv trunk (``jepalab.nn.conv.ConvEncoder``) + a linear projector over all its cells.
+
+    Why a projector over the flattened cells rather than a mean pool: a mean over feature-map
+    cells is nearly translation invariant, and the ball's *position* is what the world is about.
+    ``(B, C, H, W) -> (B, D)``.
+    """
+
+    def __init__(self, img_size: int, in_chans: int, embed_dim: int, width: int, enc_dim: int) -> None:
+        super().__init__()
+        from jepalab.nn.conv import ConvEncoder
+
+        self.trunk = ConvEncoder(img_size=img_size, in_chans=in_chans, embed_dim=enc_dim, width=width)
+        with torch.no_grad():
+            n = self.trunk(torch.zeros(1, in_chans, img_size, img_size)).shape[1]
+        # BatchNorm at the end (as LeWorldModel's projector): frames are mostly empty background,
+        # so raw features barely vary; standardizing them gives SIGReg / the predictor a usable scale.
+        self.proj = nn.Sequential(nn.Linear(n * enc_dim, embed_dim), nn.BatchNorm1d(embed_dim))
+        self.embed_dim = embed_dim
+        self.img_shape = (in_chans, img_size, img_size)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() != 4 or tuple(x.shape[1:]) != self.img_shape:
+            raise ShapeError(f"FrameEncoder expects frames (B, {', '.join(map(str, self.img_shape))}), "
+                             f"got {tuple(x.shape)}; set model.img_size/in_chans to match the data.")
+        return self.proj(self.trunk(x).flatten(1))
+
+
+class FramePredictor(nn.Module):
+    """MLP from k frame embeddings (+ optional z) to the next one, as a residual on the last.
+
+    ``(B, k, D), z (B, L) -> (B, D)``.
+    """
+
+    def __init__(self, embed_dim: int, context_frames: int, hidden: int, latent_dim: int = 0) -> None:
+        super().__init__()
+        d, k = embed_dim, context_frames
+        self.k, self.d, self.latent_dim = k, d, latent_dim
+        self.net = nn.Sequential(
+            nn.LayerNorm(k * d + latent_dim), nn.Linear(k * d + latent_dim, hidden), nn.GELU(),
+            nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, d),
+        )
+
+    def forward(self, hist: Tensor, z: Tensor | None = None) -> Tensor:
+        if hist.dim() != 3 or hist.shape[1] != self.k or hist.shape[2] != self.d:
+            raise ShapeError(f"predictor expects history (B, {self.k}, {self.d}), got {tuple(hist.shape)}.")
+        inp = hist.flatten(1)
+        if self.latent_dim:
+            if z is None or z.shape != (hist.shape[0], self.latent_dim):
+                raise ShapeError(f"predictor needs z of shape (B, {self.latent_dim}), got "
+                                 f"{None if z is None else tuple(z.shape)}.")
+            inp = torch.cat([inp, z], dim=1)
+        return hist[:, -1] + self.net(inp)
+
+
+def check_clip(frames: Tensor, k: int, img_shape: tuple[int, int, int]) -> None:
+    """Raise ``ShapeError`` unless ``frames`` is ``(B, T, C, H, W)`` with ``T > k``."""
+    if frames.dim() != 5 or tuple(frames.shape[2:]) != img_shape or frames.shape[1] <= k:
+        raise ShapeError(f"expected a clip (B, T>{k}, {', '.join(map(str, img_shape))}), got "
+                         f"{tuple(frames.shape)}; use data clips longer than model.context_frames.")
+
+
+def windows(emb: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """All (history, next) pairs of a sequence: ``(B, T, D) -> (B*(T-k), k, D), (B*(T-k), D)``."""
+    b, t, d = emb.shape
+    hist = emb.unfold(1, k, 1)[:, : t - k]            # (B, T-k, D, k)
+    hist = hist.permute(0, 1, 3, 2).reshape(b * (t - k), k, d)
+    return hist, emb[:, k:].reshape(b * (t - k), d)
+
+
+class FutureJEPA(Recipe):
+    """Next-frame embedding predictor (see module docstring for the papers)."""
+
+    name = "future"
+    config_class = FutureConfig
+
+    def __init__(self, config: FutureConfig) -> None:
+        super().__init__(config)
+        _check_config(config)
+        c = config
+        self.encoder = FrameEncoder(c.img_size, c.in_chans, c.embed_dim, c.enc_width, c.enc_dim)
+        self.predictor = FramePredictor(c.embed_dim, c.context_frames, c.pred_hidden, c.latent_dim)
+        if config.anti_collapse == "ema":
+            from jepalab.objectives.ema import EMATeacher
+
+            self.teacher = EMATeacher(self.encoder, momentum=tuple(config.ema_momentum),
+                                      total_steps=config.total_steps)
+        else:
+            from jepalab.objectives.sigreg import SIGReg
+
+            self.sigreg = SIGReg(num_proj=config.sigreg_proj)
+
+    # --- embeddings ---------------------------------------------------------------------------
+    def encode(self, x: Tensor) -> Tensor:
+        """Frame embeddings ``(B, C, H, W) -> (B, D)``."""
+        return self.encoder(x)
+
+    def encode_clip(self, frames: Tensor) -> Tensor:
+        """Per-frame embeddings of a clip ``(B, T, C, H, W) -> (B, T, D)``."""
+        if frames.dim() != 5:
+            raise ShapeError(f"encode_clip expects (B, T, C, H, W), got {tuple(frames.shape)}.")
+        b, t = frames.shape[:2]
+        return self.encoder(frames.flatten(0, 1)).view(b, t, -1)
+
+    # --- prediction ---------------------------------------------------------------------------
+    def sample_latents(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """``n`` latent draws z ~ N(0, I), ``(n, latent_dim)`` (empty width when z is off)."""
+        dev = next(self.parameters()).device
+        return torch.randn(n, self.config.latent_dim, generator=generator, device=dev)
+
+    def predict(self, z_hist: Tensor, z_latent: Tensor | None = None) -> Tensor:
+        """Next embedding from the last k: ``(B, k, D), z (B, L) -> (B, D)``.
+
+        With z enabled and ``z_latent=None`` one z per sample is drawn from N(0, I).
+        """
+        if self.config.latent_dim and z_latent is None:
+            z_latent = self.sample_latents(z_hist.shape[0])
+        return self.predictor(z_hist, z_latent)
+
+    def rollout(self, z_hist: Tensor, steps: int, z_latent: Tensor | None = None) -> Tensor:
+        """Feed predictions back ``steps`` times: ``(B, k, D) -> (B, steps, D)``.
+
+        One z per sample is kept for the whole rollout (one imagined future per sample).
+        """
+        if steps < 1:
+            raise ConfigError(f"rollout needs steps >= 1, got {steps}.")
+        if self.config.latent_dim and z_latent is None:
+            z_latent = self.sample_latents(z_hist.shape[0])
+        out, hist = [], z_hist
+        for _ in range(steps):
+            nxt = self.predictor(hist, z_latent)
+            out.append(nxt)
+            hist = torch.cat([hist[:, 1:], nxt[:, None]], dim=1)
+        return torch.stack(out, dim=1)
+
+    def best_of_k(self, hist: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+        """Per-sample loss of the best of K latent draws: ``(M, k, D), (M, D) -> (M,), (M, D)``."""
+        m, kk = hist.shape[0], self.config.latent_samples
+        z = self.sample_latents(m * kk)
+        pred = self.predictor(hist.repeat_interleave(kk, 0), z).view(m, kk, -1)
+        err = per_sample_error(pred, target[:, None].expand_as(pred), self.config.loss)  # (M, K)
+        best = err.argmin(dim=1)
+        return err.gather(1, best[:, None]).squeeze(1), pred[torch.arange(m), best]
+
+    # --- training -----------------------------------------------------------------------------
+    def training_step(self, batch: dict[str, Tensor], step: int) -> dict[str, Tensor]:
+        frames = batch["frames"]
+        k = self.config.context_frames
+        check_clip(frames, k, self.encoder.img_shape)
+        emb = self.encode_clip(frames)                                   # (B, T, D)
+        if self.config.anti_collapse == "ema":
+            with torch.no_grad():
+                b, t = frames.shape[:2]
+                tgt_seq = self.teacher(frames.flatten(0, 1)).view(b, t, -1)
+        else:
+            tgt_seq = emb
+        hist, _ = windows(emb, k)
+        _, target = windows(tgt_seq, k)
+        if self.config.latent_dim:
+            pred_loss = self.best_of_k(hist, target)[0].mean()
+        else:
+            from jepalab.objectives.prediction import prediction_loss
+
+            pred_loss = prediction_loss(self.predictor(hist), target, kind=self.config.loss)
+        out = {"pred_loss": pred_loss.detach(), "embeddings": emb.flatten(0, 1).detach()}
+        if self.config.anti_collapse == "sigreg":
+            reg = self.sigreg(emb.flatten(0, 1), step=step)  # same projections on every rank
+            lam = self.config.sigreg_weight
+            out["sigreg"] = reg.detach()
+            out["loss"] = (1 - lam) * pred_loss + lam * reg
+        else:
+            out["loss"] = pred_loss
+        return out
+
+    def after_optimizer_step(self, step: int) -> None:
+        if self.config.anti_collapse == "ema":
+            self.teacher.update(self.encoder, step)
+
+
+def per_sample_error(pred: Tensor, target: Tensor, kind: str) -> Tensor:
+    """Per-sample prediction error over the last dim ``(..., D) -> (...)`` (l1, l2, smooth_l1,
+    cosine). Best-of-K needs it per sample; ``objectives.prediction_loss`` gives only the mean."""
+    if kind == "l2":
+        return (pred - target).pow(2).mean(-1)
+    if kind == "l1":
+        return (pred - target).abs().mean(-1)
+    if kind == "smooth_l1":
+        return nn.functional.smooth_l1_loss(pred, target, reduction="none").mean(-1)
+    if kind == "cosine":
+        return 1 - nn.functional.cosine_similarity(pred, target, dim=-1)
+    raise ConfigError(f"model.loss must be one of l1, l2, smooth_l1, cosine; got '{kind}'.")
+
+
+RECIPE = FutureJEPA
+
+__all__ = ["FutureConfig", "FutureJEPA", "FrameEncoder", "FramePredictor", "windows", "check_clip", "RECIPE"]

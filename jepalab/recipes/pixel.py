@@ -1,0 +1,131 @@
+"""PixelTwin: the generative baseline of the FutureJEPA, predicting the next frame's *pixels*.
+
+Same frame encoder and the same predictor as :class:`jepalab.recipes.future.FutureJEPA`, plus a
+small conv decoder from the predicted embedding to the next frame, trained with pixel MSE (a
+video-prediction model in the style of Srivastava et al. 2015 / SVG's deterministic baseline,
+Denton & Fergus 2018). It is the control of the JEPA articles' claim (LeCun 2022, "A Path Towards
+Autonomous Machine Intelligence") that regressing pixels of an uncertain future averages the
+possible futures into a blur: everything except *what is predicted* is held equal.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from jepalab.errors import ConfigError, ShapeError
+from jepalab.recipes.base import Recipe
+from jepalab.recipes.future import FrameEncoder, FramePredictor, check_clip, windows
+
+
+@dataclass
+class PixelConfig:
+    """Hyper-parameters of :class:`PixelTwin`; the shared ones mean what they mean in FutureConfig."""
+
+    img_size: int = 32
+    in_chans: int = 1
+    embed_dim: int = 64
+    enc_width: int = 16
+    enc_dim: int = 64
+    context_frames: int = 3
+    pred_hidden: int = 256
+    dec_width: int = 16
+
+
+class FrameDecoder(nn.Module):
+    """Embedding -> frame: a linear map to a coarse grid, then 2x up-sampling conv stages.
+
+    Used by the pixel twin, and (trained separately on frozen embeddings) to draw what a JEPA's
+    predicted embedding looks like. ``(B, D) -> (B, C, H, W)`` in [0, 1].
+    """
+
+    def __init__(self, embed_dim: int, img_size: int, out_chans: int, width: int) -> None:
+        super().__init__()
+        stages, s = 0, img_size
+        while s > 4 and s % 2 == 0:
+            s, stages = s // 2, stages + 1
+        if s * 2**stages != img_size:
+            raise ConfigError(f"FrameDecoder needs img_size = 4..7 x 2^n (e.g. 32, 64), got {img_size}.")
+        self.width, self.s = width, s
+        self.fc = nn.Linear(embed_dim, width * s * s)
+        layers: list[nn.Module] = []
+        for _ in range(stages):
+            layers += [nn.ConvTranspose2d(width, width, 4, stride=2, padding=1), nn.GELU()]
+        out = nn.Conv2d(width, out_chans, 3, padding=1)
+        nn.init.constant_(out.bias, -3.0)  # start from a dark background (sigmoid(-3) ~ 0.05), as the frames are
+        layers.append(out)
+        self.net = nn.Sequential(*layers)
+        self.embed_dim = embed_dim
+
+    def forward(self, z: Tensor) -> Tensor:
+        if z.dim() != 2 or z.shape[1] != self.embed_dim:
+            raise ShapeError(f"FrameDecoder expects embeddings (B, {self.embed_dim}), got {tuple(z.shape)}.")
+        h = self.fc(z).view(z.shape[0], self.width, self.s, self.s)
+        return torch.sigmoid(self.net(h))
+
+
+class PixelTwin(Recipe):
+    """Next-frame pixel predictor with the FutureJEPA's encoder and predictor (see module doc)."""
+
+    name = "pixel"
+    config_class = PixelConfig
+
+    def __init__(self, config: PixelConfig) -> None:
+        super().__init__(config)
+        c = config
+        if c.context_frames < 1:
+            raise ConfigError(f"model.context_frames must be >= 1, got {c.context_frames}.")
+        self.encoder = FrameEncoder(c.img_size, c.in_chans, c.embed_dim, c.enc_width, c.enc_dim)
+        self.predictor = FramePredictor(c.embed_dim, c.context_frames, c.pred_hidden)
+        self.decoder = FrameDecoder(c.embed_dim, c.img_size, c.in_chans, c.dec_width)
+
+    def encode(self, x: Tensor) -> Tensor:
+        """Frame embeddings ``(B, C, H, W) -> (B, D)`` (for probes)."""
+        return self.encoder(x)
+
+    def encode_clip(self, frames: Tensor) -> Tensor:
+        """Per-frame embeddings ``(B, T, C, H, W) -> (B, T, D)``."""
+        if frames.dim() != 5:
+            raise ShapeError(f"encode_clip expects (B, T, C, H, W), got {tuple(frames.shape)}.")
+        b, t = frames.shape[:2]
+        return self.encoder(frames.flatten(0, 1)).view(b, t, -1)
+
+    def predict(self, z_hist: Tensor, z_latent: Tensor | None = None) -> Tensor:
+        """Next embedding ``(B, k, D) -> (B, D)`` (the decoder's input)."""
+        return self.predictor(z_hist)
+
+    def predict_frame(self, frames: Tensor) -> Tensor:
+        """Next frame from the last k frames: ``(B, k, C, H, W) -> (B, C, H, W)``."""
+        return self.decoder(self.predictor(self.encode_clip(frames)))
+
+    def rollout_frames(self, frames: Tensor, steps: int) -> Tensor:
+        """Predict ``steps`` frames ahead, feeding each predicted frame back in (re-encoded).
+
+        ``(B, k, C, H, W) -> (B, steps, C, H, W)``.
+        """
+        if steps < 1:
+            raise ConfigError(f"rollout needs steps >= 1, got {steps}.")
+        out, ctx = [], frames
+        for _ in range(steps):
+            nxt = self.predict_frame(ctx)
+            out.append(nxt)
+            ctx = torch.cat([ctx[:, 1:], nxt[:, None]], dim=1)
+        return torch.stack(out, dim=1)
+
+    def training_step(self, batch: dict[str, Tensor], step: int) -> dict[str, Tensor]:
+        frames = batch["frames"]
+        k = self.config.context_frames
+        check_clip(frames, k, self.encoder.img_shape)
+        emb = self.encode_clip(frames)                          # (B, T, D)
+        hist, _ = windows(emb, k)                               # (M, k, D)
+        target = frames[:, k:].flatten(0, 1)                    # (M, C, H, W)
+        pred = self.decoder(self.predictor(hist))
+        loss = nn.functional.mse_loss(pred, target)
+        return {"loss": loss, "pixel_mse": loss.detach(), "embeddings": emb.flatten(0, 1).detach()}
+
+
+RECIPE = PixelTwin
+
+__all__ = ["PixelConfig", "PixelTwin", "FrameDecoder", "RECIPE"]

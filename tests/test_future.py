@@ -1,0 +1,151 @@
+"""FutureJEPA and its pixel twin: shapes, errors, best-of-K, learning, save/load."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from jepalab.data.bouncing import BouncingBalls, BouncingConfig
+from jepalab.errors import ConfigError, ShapeError
+from jepalab.recipes import Recipe
+from jepalab.recipes.future import FutureConfig, FutureJEPA, windows
+from jepalab.recipes.pixel import PixelConfig, PixelTwin
+
+torch.set_num_threads(1)
+
+
+def _world(variant: str = "deterministic", frames: int = 5) -> BouncingBalls:
+    return BouncingBalls(BouncingConfig(img_size=32, radius=2.5, speed=(2.5, 3.5), frames=frames, variant=variant))
+
+
+def _fit(model, src, steps: int, batch: int = 32, lr: float = 2e-3) -> list[float]:
+    torch.manual_seed(0)
+    opt = torch.optim.AdamW(model.trainable_parameters(), lr=lr, weight_decay=0.0)
+    losses = []
+    for s in range(steps):
+        out = model.training_step(src.batch(s, batch), s)
+        opt.zero_grad()
+        out["loss"].backward()
+        opt.step()
+        model.after_optimizer_step(s)
+        losses.append(float(out.get("pred_loss", out["loss"]).detach()))
+    return losses
+
+
+def test_shapes_and_rollout():
+    torch.manual_seed(0)
+    m = FutureJEPA(FutureConfig(embed_dim=32)).eval()
+    clip = _world().batch(0, 4)["frames"]
+    z = m.encode_clip(clip)
+    assert z.shape == (4, 5, 32)
+    assert m.encode(clip[:, 0]).shape == (4, 32)
+    assert m.predict(z[:, :3]).shape == (4, 32)
+    roll = m.rollout(z[:, :3], 4)
+    assert roll.shape == (4, 4, 32)
+    # the first rollout step is the one-step prediction; later steps feed predictions back
+    assert torch.allclose(roll[:, 0], m.predict(z[:, :3]), atol=1e-6)
+    hist = torch.cat([z[:, 1:3], roll[:, :1]], dim=1)
+    assert torch.allclose(roll[:, 1], m.predict(hist), atol=1e-6)
+
+
+def test_windows_pairs_history_with_next():
+    e = torch.arange(2 * 5 * 1, dtype=torch.float32).view(2, 5, 1)
+    hist, nxt = windows(e, 3)
+    assert hist.shape == (4, 3, 1) and nxt.shape == (4, 1)
+    assert hist[1, :, 0].tolist() == [1, 2, 3] and nxt[1, 0] == 4
+    assert hist[2, :, 0].tolist() == [5, 6, 7] and nxt[2, 0] == 8
+
+
+def test_errors_are_actionable():
+    with pytest.raises(ConfigError, match="anti_collapse"):
+        FutureJEPA(FutureConfig(anti_collapse="none"))
+    m = FutureJEPA(FutureConfig())
+    with pytest.raises(ShapeError, match="context_frames"):
+        m.training_step({"frames": torch.zeros(2, 3, 1, 32, 32)}, 0)  # T must exceed k=3
+    with pytest.raises(ShapeError, match="img_size"):
+        m.encode(torch.zeros(2, 1, 16, 16))
+    with pytest.raises(ShapeError):
+        m.predict(torch.zeros(2, 2, 64))
+    mz = FutureJEPA(FutureConfig(latent_dim=2))
+    with pytest.raises(ShapeError, match="z of shape"):
+        mz.predictor(torch.zeros(2, 3, 64), torch.zeros(2, 5))
+
+
+@pytest.mark.parametrize("anti_collapse", ["sigreg", "ema"])
+def test_prediction_loss_falls(anti_collapse):
+    torch.manual_seed(0)
+    m = FutureJEPA(FutureConfig(anti_collapse=anti_collapse, total_steps=60))
+    losses = _fit(m, _world(), 60)
+    first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
+    assert last < 0.6 * first, (first, last)
+
+
+def test_ema_teacher_gets_no_gradient_and_follows_the_student():
+    torch.manual_seed(0)
+    m = FutureJEPA(FutureConfig(anti_collapse="ema", total_steps=10, ema_momentum=(0.5, 0.5)))
+    t0 = [p.clone() for p in m.teacher.parameters()]
+    out = m.training_step(_world().batch(0, 8), 0)
+    out["loss"].backward()
+    assert all(p.grad is None for p in m.teacher.parameters())
+    assert all(p.requires_grad is False for p in m.teacher.parameters())
+    with torch.no_grad():
+        for p in m.encoder.parameters():
+            p.add_(1.0)
+    m.after_optimizer_step(0)
+    moved = [(a - b).abs().max() for a, b in zip(m.teacher.parameters(), t0)]
+    assert max(float(x) for x in moved) > 0.4  # momentum 0.5 moves half way towards (student + 1)
+
+
+def test_best_of_k_keeps_the_closest_sample():
+    torch.manual_seed(0)
+    m = FutureJEPA(FutureConfig(latent_dim=3, latent_samples=5, embed_dim=16))
+    hist, target = torch.randn(4, 3, 16), torch.randn(4, 16)
+    torch.manual_seed(1)
+    err, best = m.best_of_k(hist, target)
+    torch.manual_seed(1)
+    z = m.sample_latents(4 * 5)
+    preds = m.predictor(hist.repeat_interleave(5, 0), z).view(4, 5, 16)
+    errs = (preds - target[:, None]).pow(2).mean(-1)
+    assert torch.allclose(err, errs.min(1).values, atol=1e-6)
+    assert torch.allclose(best, preds[torch.arange(4), errs.argmin(1)], atol=1e-6)
+
+
+def test_z_samples_give_distinct_futures_after_training_on_the_stochastic_world():
+    torch.manual_seed(0)
+    src = _world("stochastic")
+    m = FutureJEPA(FutureConfig(latent_dim=4, latent_samples=8, total_steps=80))
+    _fit(m, src, 80)
+    m.eval()
+    with torch.no_grad():
+        e = m.encode_clip(src.batch(999, 32)["frames"])
+        g = torch.Generator().manual_seed(0)
+        preds = torch.stack([m.predict(e[:, :3], torch.randn(32, 4, generator=g)) for _ in range(6)], 1)
+    spread = torch.cdist(preds, preds).mean()
+    scale = e[:, 3].std(0).norm()
+    assert spread > 0.05 * scale, (float(spread), float(scale))
+    # the same z gives the same prediction: z, not noise inside the model, makes the difference
+    z = torch.randn(32, 4)
+    assert torch.allclose(m.predict(e[:, :3], z), m.predict(e[:, :3], z))
+
+
+def test_pixel_twin_same_size_and_learns():
+    torch.manual_seed(0)
+    j, p = FutureJEPA(FutureConfig()), PixelTwin(PixelConfig())
+    nj = sum(x.numel() for x in j.trainable_parameters())
+    npx = sum(x.numel() for x in p.trainable_parameters())
+    assert abs(npx - nj) / nj < 0.2, (nj, npx)
+    clip = _world().batch(0, 3)["frames"]
+    assert p.predict_frame(clip[:, :3]).shape == (3, 1, 32, 32)
+    assert p.rollout_frames(clip[:, :3], 2).shape == (3, 2, 1, 32, 32)
+    losses = _fit(p, _world(), 40)
+    assert sum(losses[-5:]) / 5 < 0.7 * sum(losses[:5]) / 5
+
+
+def test_save_and_load_round_trip(tmp_path):
+    torch.manual_seed(0)
+    m = FutureJEPA(FutureConfig(latent_dim=2)).eval()
+    m.save_pretrained(tmp_path)
+    m2 = Recipe.from_pretrained(tmp_path).eval()
+    assert isinstance(m2, FutureJEPA) and m2.config.latent_dim == 2
+    x = _world().batch(0, 2)["frames"]
+    assert torch.allclose(m.encode_clip(x), m2.encode_clip(x), atol=1e-6)
