@@ -146,3 +146,18 @@ def test_save_and_load_roundtrip(tmp_path) -> None:  # type: ignore[no-untyped-d
     x = torch.rand(2, 3, 32, 32)
     with torch.no_grad():
         assert torch.allclose(model.encode(x), loaded.encode(x), atol=1e-6)
+
+
+def test_tiny_config_builds_and_steps() -> None:
+    """configs/ijepa_tiny.yaml stays in sync with IJEPAConfig and the data source."""
+    from pathlib import Path
+
+    from jepalab.config import load_experiment
+    from jepalab.data.bouncing import BouncingBalls as Source
+
+    path = Path(__file__).resolve().parents[1] / "configs" / "ijepa_tiny.yaml"
+    exp = load_experiment(path, ["train.steps=50"])
+    assert exp.recipe == "ijepa" and exp.model.total_steps == 50  # EMA schedule follows the run length
+    model = get_recipe(exp.recipe)(exp.model)
+    out = model.training_step(Source(exp.data).batch(0, 2), 0)
+    assert torch.isfinite(out["loss"])

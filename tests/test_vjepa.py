@@ -79,3 +79,17 @@ def test_a_few_steps_lower_the_loss(encoder: str) -> None:
         model.after_optimizer_step(step)
         losses.append(float(out["loss"].detach()))
     assert sum(losses[-5:]) / 5 < 0.9 * sum(losses[:5]) / 5, losses
+
+
+def test_tiny_config_builds_and_steps() -> None:
+    """configs/vjepa_tiny.yaml stays in sync with VJEPAConfig and the data source."""
+    from pathlib import Path
+
+    from jepalab.config import load_experiment
+
+    path = Path(__file__).resolve().parents[1] / "configs" / "vjepa_tiny.yaml"
+    exp = load_experiment(path, [])
+    assert exp.recipe == "vjepa" and exp.model.loss == "l1"
+    model = get_recipe(exp.recipe)(exp.model)
+    out = model.training_step(BouncingBalls(exp.data).batch(0, 2), 0)
+    assert torch.isfinite(out["loss"])
