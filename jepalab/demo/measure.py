@@ -1,0 +1,175 @@
+"""The demo's measurements on held-out bouncing-ball clips (``split="test"``).
+
+What is measured, per model (JEPA, pixel twin, JEPA with z):
+- linear-probe R^2 of the ball position from one frame's frozen embedding, and of its velocity
+  from two consecutive embeddings (a single frame does not show motion);
+- R^2 of the same position probe (fit on *true* embeddings of training clips) applied to
+  *predicted* embeddings 1..H steps ahead;
+- on the stochastic world, where a one-step prediction lands relative to the two possible futures
+  (``BouncingBalls.next_modes``): probed position for the JEPAs, intensity centroid for the pixel
+  twin (``jepalab.eval.blur.mode_assignment``), and how many of the 2 modes the z-samples cover;
+- the pixel twin's blur against the true frame (peak, spread, blob count);
+- collapse statistics of the test embeddings.
+R^2 figures all come from ``jepalab.eval.probes.linear_probe``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from jepalab.errors import DataError
+from jepalab.eval.blur import BETWEEN, MODE_A, MODE_B, centroid, mode_assignment, mode_fractions
+from jepalab.eval.monitors import collapse_stats
+from jepalab.eval.probes import linear_probe
+
+
+@dataclass
+class Clips:
+    """A fixed set of clips: ``frames (N, T, C, H, W)``, ``state (N, T, 4)`` (x, y, vx, vy)."""
+
+    frames: Tensor
+    state: Tensor
+
+
+def collect(source: Any, n: int, batch_size: int = 256, first_step: int = 0) -> Clips:
+    """Concatenate ``source.batch`` calls into ``n`` clips (steps ``first_step, first_step+1, ...``)."""
+    frames, state, step = [], [], first_step
+    while sum(f.shape[0] for f in frames) < n:
+        b = source.batch(step, min(batch_size, n - sum(f.shape[0] for f in frames)))
+        frames.append(b["frames"])
+        state.append(b["state"])
+        step += 1
+    return Clips(torch.cat(frames), torch.cat(state))
+
+
+@torch.no_grad()
+def embed(model: Any, frames: Tensor, batch_size: int = 128) -> Tensor:
+    """Per-frame embeddings of clips ``(N, T, C, H, W) -> (N, T, D)`` on the model's device (CPU out)."""
+    dev = next(model.parameters()).device
+    out = [model.encode_clip(frames[i:i + batch_size].to(dev)).cpu() for i in range(0, len(frames), batch_size)]
+    return torch.cat(out)
+
+
+class Readout:
+    """The position probe as a function, to see *where* a probed prediction lands.
+
+    ``linear_probe`` returns scores only; this re-solves the same standardized ridge problem with
+    the alpha that ``linear_probe`` chose, so positions and the reported R^2 agree.
+    """
+
+    def __init__(self, x: Tensor, y: Tensor, alpha: float) -> None:
+        x, y = x.double(), y.double()
+        self.mu, sd = x.mean(0), x.std(0, unbiased=False)
+        self.sd = torch.where(sd > 1e-12, sd, torch.ones_like(sd))
+        xs = (x - self.mu) / self.sd
+        self.y_mu = y.mean(0)
+        a = xs.T @ xs + alpha * x.shape[0] * torch.eye(x.shape[1], dtype=x.dtype)
+        self.w = torch.linalg.solve(a, xs.T @ (y - self.y_mu))
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return ((x.double() - self.mu) / self.sd) @ self.w + self.y_mu
+
+
+def landing_coordinate(pos: Tensor, modes: Tensor) -> Tensor:
+    """Position along the segment mode 0 -> mode 1: ``(N, 2), (N, 2, 2) -> (N,)`` (0, 0.5, 1)."""
+    a, b = modes[:, 0].double(), modes[:, 1].double()
+    seg = b - a
+    return ((pos.double() - a) * seg).sum(-1) / (seg * seg).sum(-1).clamp_min(1e-12)
+
+
+def _fractions(codes: Tensor) -> dict[str, float]:
+    f = mode_fractions(codes)
+    return {"on_mode": f["mode_a"] + f["mode_b"], "between": f["between"], "off": f["off"]}
+
+
+def probe_model(model: Any, train: Clips, test: Clips, k: int, horizon: int, rollout: bool = True) -> dict[str, Any]:
+    """Probe R^2 of position / velocity on true embeddings and of position on predicted ones.
+
+    Returns the numbers plus ``readout`` (the position probe) and the test embeddings.
+    """
+    etr, ete = embed(model, train.frames), embed(model, test.frames)
+    d = etr.shape[-1]
+    pos = linear_probe(etr.reshape(-1, d), train.state[..., :2].reshape(-1, 2),
+                       ete.reshape(-1, d), test.state[..., :2].reshape(-1, 2))
+    pair = lambda e: torch.cat([e[:, 1:], e[:, :-1]], dim=-1).reshape(-1, 2 * d)  # noqa: E731
+    vel = linear_probe(pair(etr), train.state[:, 1:, 2:4].reshape(-1, 2), pair(ete), test.state[:, 1:, 2:4].reshape(-1, 2))
+    out: dict[str, Any] = {
+        "probe_pos_r2": pos["r2"], "probe_vel_r2": vel["r2"],
+        "readout": Readout(etr.reshape(-1, d), train.state[..., :2].reshape(-1, 2), pos["ridge"]),
+        "embeddings": ete, "collapse": collapse_stats(ete.reshape(-1, d)),
+    }
+    if rollout:
+        with torch.no_grad():
+            dev = next(model.parameters()).device
+            pred = model.rollout(ete[:, :k].to(dev), horizon).cpu()  # (N, H, D)
+        per_step, per_step_y = [], []
+        for h in range(horizon):
+            r = linear_probe(etr.reshape(-1, d), train.state[..., :2].reshape(-1, 2), pred[:, h],
+                             test.state[:, k + h, :2], ridge=pos["ridge"])
+            per_step.append(r["r2"])
+            per_step_y.append(r["r2_per_target"][1])
+        out.update(pred_r2=per_step, pred_r2_y=per_step_y, predicted=pred)
+    return out
+
+
+def stochastic_landing(jepa: dict[str, Any], jepa_z: dict[str, Any], model_z: Any, pixel_frames: Tensor,
+                       modes: Tensor, keep: Tensor, k: int, samples: int,
+                       generator: torch.Generator) -> dict[str, Any]:
+    """Where one-step predictions land relative to the two possible futures (see module doc).
+
+    ``modes (N, 2, 2)`` next positions without / with the kick; ``keep (N,)`` bool selects clips
+    whose modes are at least a ball diameter apart; ``pixel_frames`` ``(N, C, H, W)`` one step ahead.
+    """
+    if int(keep.sum()) < 2:
+        raise DataError("fewer than 2 test clips have well-separated futures; use more test clips.")
+    m = modes[keep]
+    res: dict[str, Any] = {"n": int(keep.sum())}
+    # deterministic JEPA: probed position of the predicted embedding
+    pj = jepa["readout"](jepa["predicted"][keep, 0])
+    res["jepa"] = _fractions(mode_assignment(pj, m))
+    res["jepa_u"] = landing_coordinate(pj, m)
+    # pixel twin: intensity centroid of the predicted frame (dark frames land 'off')
+    pc = centroid(pixel_frames[keep])
+    res["pixel"] = _fractions(mode_assignment(pc, m))
+    res["pixel_u"] = landing_coordinate(pc, m)
+    # JEPA with z: several samples per clip; which modes do they reach?
+    ete = jepa_z["embeddings"][keep]
+    dev = next(model_z.parameters()).device
+    codes, us = [], []
+    with torch.no_grad():
+        for _ in range(samples):
+            z = torch.randn(ete.shape[0], model_z.config.latent_dim, generator=generator).to(dev)
+            p = jepa_z["readout"](model_z.predict(ete[:, :k].to(dev), z).cpu())
+            codes.append(mode_assignment(p, m))
+            us.append(landing_coordinate(p, m))
+    codes_t = torch.stack(codes, 1)  # (N, S)
+    hit_a, hit_b = (codes_t == MODE_A).any(1), (codes_t == MODE_B).any(1)
+    res["jepa_z"] = _fractions(codes_t.flatten())
+    res["jepa_z_u"] = torch.cat(us)
+    res["z_coverage"] = {
+        "modes_covered_mean": float((hit_a.float() + hit_b.float()).mean()),
+        "both_covered": float((hit_a & hit_b).float().mean()),
+        "samples_between": float((codes_t == BETWEEN).float().mean()),
+        "samples": samples,
+    }
+    return res
+
+
+def z_sample_spread(model_z: Any, hist: Tensor, samples: int, generator: torch.Generator) -> float:
+    """Mean pairwise distance between z-sampled predictions relative to the embedding scale."""
+    dev = next(model_z.parameters()).device
+    with torch.no_grad():
+        preds = torch.stack([
+            model_z.predict(hist.to(dev), torch.randn(hist.shape[0], model_z.config.latent_dim, generator=generator).to(dev)).cpu()
+            for _ in range(samples)], 1)  # (N, S, D)
+    pair = torch.cdist(preds, preds).mean()
+    scale = hist[:, -1].std(0).norm().clamp_min(1e-12)
+    return float(pair / scale)
+
+
+__all__ = ["Clips", "collect", "embed", "Readout", "probe_model", "stochastic_landing", "landing_coordinate",
+           "z_sample_spread"]
