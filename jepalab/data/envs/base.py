@@ -1,0 +1,179 @@
+"""The one environment wrapper every jepalab planner, collector and test talks to.
+
+Why a wrapper: world models and planners want the same thing from every environment — pixels as a
+float tensor ``(C, H, W)`` in [0, 1] at the model's ``img_size``, actions normalized to [-1, 1]
+(so a planner's bounds and a model's action embedding are env-independent), the low-dimensional
+``proprio`` and ``state`` vectors for probes, and a ``success(info)`` test. Each concrete env
+supplies a small *adapter* (how to get raw pixels, proprio, state, success from it); this class
+does the rest: action scaling to the env's Box, antialiased resizing, frameskip.
+
+Frameskip (LeWorldModel uses 5) comes in two modes: ``"repeat"`` applies one action ``frameskip``
+times; ``"block"`` takes an action of ``frameskip * A`` numbers and applies its ``A``-sized chunks
+in turn (the "action block" of LeWM), so the model still sees every low-level action.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from jepalab.errors import ConfigError, ShapeError
+
+FRAMESKIP_MODES = ("repeat", "block")
+
+
+def resize_frame(frame: np.ndarray | Tensor, img_size: int) -> Tensor:
+    """uint8/float image ``(H, W, C)`` (or ``(H, W)``) -> float32 ``(C, img_size, img_size)`` in [0, 1].
+
+    Bilinear with antialiasing, so downscaling Push-T's 96 px (or a 680 px render) to 64 px does
+    not alias thin edges; the result is clamped to [0, 1] (bilinear overshoot is tiny but real).
+    """
+    x = torch.as_tensor(np.ascontiguousarray(frame))
+    if x.dim() == 2:
+        x = x[..., None]
+    if x.dim() != 3 or x.shape[-1] not in (1, 3, 4):
+        raise ShapeError(f"an env frame must be (H, W, C) with C in 1/3/4; got {tuple(x.shape)}.")
+    x = x[..., :3] if x.shape[-1] == 4 else x
+    is_bytes = x.dtype == torch.uint8
+    x = x.permute(2, 0, 1).float()
+    if is_bytes or x.max() > 1.0:
+        x = x / 255.0
+    if x.shape[-2:] != (img_size, img_size):
+        x = F.interpolate(x[None], size=(img_size, img_size), mode="bilinear", align_corners=False,
+                          antialias=True)[0]
+    return x.clamp_(0.0, 1.0).contiguous()
+
+
+@dataclass
+class Adapter:
+    """How to read one kind of environment (all callables take the raw env and its last obs/info).
+
+    ``pixels(env, obs) -> (H, W, C)``, ``proprio(env, obs, info) -> (P,)``,
+    ``state(env, obs, info) -> (S,)``, ``success(info) -> bool``. ``low``/``high`` are the
+    native action bounds (the env's Box) that [-1, 1] maps onto.
+    """
+
+    pixels: Callable[[Any, Any], np.ndarray]
+    proprio: Callable[[Any, Any, dict], np.ndarray]
+    state: Callable[[Any, Any, dict], np.ndarray]
+    success: Callable[[dict], bool]
+    low: np.ndarray
+    high: np.ndarray
+    max_steps: int = 300
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Env:
+    """A gymnasium-style env seen through jepalab's conventions (docs/design.md, world models).
+
+    ``reset(seed=None) -> obs``; ``step(action (A,) in [-1, 1]) -> (obs, reward, done, info)``;
+    ``obs = {"pixels": (C, H, W) float [0, 1], "proprio": (P,) float32, "state": (S,) float32}``.
+    ``info`` is the raw env's info dict (last sub-step under frameskip) plus ``"is_success"``;
+    ``last_info`` keeps it (and the reset info) for scripted policies.
+    """
+
+    def __init__(self, raw: Any, adapter: Adapter, name: str, img_size: int = 64, frameskip: int = 1,
+                 frameskip_mode: str = "repeat", seed: int | None = None) -> None:
+        if not isinstance(img_size, int) or img_size < 8:
+            raise ConfigError(f"img_size={img_size!r}: use an int >= 8 (e.g. 64).")
+        if not isinstance(frameskip, int) or frameskip < 1:
+            raise ConfigError(f"frameskip={frameskip!r}: use an int >= 1 (1 = every env step).")
+        if frameskip_mode not in FRAMESKIP_MODES:
+            raise ConfigError(f"frameskip_mode={frameskip_mode!r}: choose one of {FRAMESKIP_MODES}.")
+        self.raw, self.adapter, self.name = raw, adapter, name
+        self.img_size, self.frameskip, self.frameskip_mode = img_size, frameskip, frameskip_mode
+        self.low = np.asarray(adapter.low, dtype=np.float64).reshape(-1)
+        self.high = np.asarray(adapter.high, dtype=np.float64).reshape(-1)
+        if self.low.shape != self.high.shape or not np.all(self.high > self.low):
+            raise ConfigError(f"env '{name}' has an unbounded or empty action box ({self.low}, {self.high}); "
+                              "jepalab needs a finite Box action space to normalize actions to [-1, 1].")
+        self.base_action_dim = int(self.low.size)
+        self.seed = seed
+        self._episode = 0
+        self._raw_obs: Any = None
+        self.last_info: dict[str, Any] = {}
+
+    @property
+    def action_dim(self) -> int:
+        """Size of the normalized action this wrapper's ``step`` takes."""
+        return self.base_action_dim * (self.frameskip if self.frameskip_mode == "block" else 1)
+
+    @property
+    def max_steps(self) -> int:
+        """Suggested episode length in wrapper steps (the env's own limit divided by frameskip)."""
+        return max(1, self.adapter.max_steps // self.frameskip)
+
+    def to_native(self, action: np.ndarray | Tensor) -> np.ndarray:
+        """Map a normalized action (A,) in [-1, 1] (clipped) to the env's Box."""
+        a = np.clip(np.asarray(action, dtype=np.float64).reshape(-1), -1.0, 1.0)
+        return (self.low + (a + 1.0) * 0.5 * (self.high - self.low)).astype(np.float32)
+
+    def to_normalized(self, native: np.ndarray) -> np.ndarray:
+        """Inverse of :meth:`to_native`: env-Box action -> [-1, 1] (clipped), float32."""
+        a = (np.asarray(native, dtype=np.float64).reshape(-1) - self.low) / (self.high - self.low) * 2 - 1
+        return np.clip(a, -1.0, 1.0).astype(np.float32)
+
+    def frame(self) -> np.ndarray:
+        """The current raw frame ``(H, W, C)`` uint8, before resizing."""
+        return np.asarray(self.adapter.pixels(self.raw, self._raw_obs))
+
+    def _obs(self) -> dict[str, Tensor]:
+        info = self.last_info
+        return {
+            "pixels": resize_frame(self.frame(), self.img_size),
+            "proprio": torch.as_tensor(np.asarray(self.adapter.proprio(self.raw, self._raw_obs, info),
+                                                  dtype=np.float32).reshape(-1)),
+            "state": torch.as_tensor(np.asarray(self.adapter.state(self.raw, self._raw_obs, info),
+                                                dtype=np.float32).reshape(-1)),
+        }
+
+    def reset(self, seed: int | None = None) -> dict[str, Tensor]:
+        """Start an episode. Without ``seed``, episode k of a wrapper built with ``seed=s`` uses
+        ``s + k`` so a sequence of resets is reproducible."""
+        if seed is None and self.seed is not None:
+            seed = self.seed + self._episode
+        self._episode += 1
+        self._raw_obs, info = self.raw.reset(seed=seed)
+        self.last_info = dict(info)
+        self.last_info["is_success"] = bool(self.adapter.success(self.last_info))
+        return self._obs()
+
+    def step(self, action: np.ndarray | Tensor) -> tuple[dict[str, Tensor], float, bool, dict[str, Any]]:
+        """Apply a normalized action; returns ``(obs, summed reward, done, info)``."""
+        a = np.asarray(action.detach().cpu() if isinstance(action, Tensor) else action, dtype=np.float64).reshape(-1)
+        if a.size != self.action_dim:
+            raise ShapeError(f"env '{self.name}' takes actions of size {self.action_dim}; got {a.size}.")
+        if not np.all(np.isfinite(a)):
+            raise ShapeError(f"env '{self.name}' got a non-finite action {a}; check the policy/planner.")
+        chunks = (a.reshape(self.frameskip, self.base_action_dim) if self.frameskip_mode == "block"
+                  else [a] * self.frameskip)
+        total, done, info = 0.0, False, {}
+        for chunk in chunks:
+            self._raw_obs, reward, terminated, truncated, info = self.raw.step(self.to_native(chunk))
+            total += float(reward)
+            done = bool(terminated or truncated)
+            if done:
+                break
+        self.last_info = dict(info)
+        self.last_info["is_success"] = bool(self.adapter.success(self.last_info))
+        return self._obs(), total, done, self.last_info
+
+    def success(self, info: dict[str, Any] | None = None) -> bool:
+        """Whether ``info`` (default: the last step's) reports task success."""
+        return bool(self.adapter.success(self.last_info if info is None else info))
+
+    def close(self) -> None:
+        """Release the raw env (windows, physics spaces)."""
+        close = getattr(self.raw, "close", None)
+        if callable(close):
+            close()
+
+    def __repr__(self) -> str:
+        return (f"Env({self.name!r}, img_size={self.img_size}, action_dim={self.action_dim}, "
+                f"frameskip={self.frameskip}/{self.frameskip_mode})")

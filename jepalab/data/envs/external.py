@@ -1,0 +1,177 @@
+"""Adapters for environments nobody on this project wrote: Push-T, Two-Room, any gymnasium id.
+
+Why adapters and not subclasses: the raw envs stay untouched (a user can bring their own), and
+each adapter only says where the pixels, proprioception, state and success flag live.
+- Push-T (Chi et al. 2023, "Diffusion Policy"; package ``gym-pusht``): action = the agent's target
+  position in [0, 512]^2; proprio = agent position; state = agent (x, y) + T block (x, y, angle);
+  success = ``info["is_success"]`` (coverage of the goal > 95%).
+- Two-Room (Sobal et al. 2025, "Learning from Reward-Free Offline Data: A Case for Planning with
+  Latent Dynamics Models"; package ``stable-worldmodel``): action = a velocity direction in
+  [-1, 1]^2; state = agent (2) + target (2) + door centres (6); success = agent within 16 px of
+  the target (the env's own termination radius).
+- Any gymnasium id rendering ``rgb_array``: pixels from ``obs["pixels"]`` or ``render()``,
+  state = the flattened vector observation, success = ``info["is_success"]``/``info["success"]``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import sys
+import types
+from typing import Any
+
+import numpy as np
+
+from jepalab.data.envs.base import Adapter
+from jepalab.errors import ConfigError, MissingDependencyError
+
+PUSHT_PIP = "pip install gym-pusht"
+TWOROOM_PIP = ("pip install --no-deps stable-worldmodel==0.1.1 && pip install loguru einops gymnasium "
+               "(its full install pulls CUDA torch and torchvision: avoid it on CPU)")
+GYM_PIP = "pip install gymnasium"
+
+
+def _import(module: str, pip: str, what: str) -> Any:
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        raise MissingDependencyError(f"{what} needs the '{module}' package, which could not be imported "
+                                     f"({e}). Install it with: {pip}") from e
+
+
+def _vector(x: Any) -> np.ndarray:
+    if isinstance(x, dict):
+        return np.zeros(0, dtype=np.float32)
+    try:
+        return np.asarray(x, dtype=np.float32).reshape(-1)
+    except (TypeError, ValueError):
+        return np.zeros(0, dtype=np.float32)
+
+
+def _render(env: Any, obs: Any) -> np.ndarray:
+    if isinstance(obs, dict) and "pixels" in obs:
+        return np.asarray(obs["pixels"])
+    frame = env.render()
+    if frame is None:
+        raise ConfigError("the environment returned no frame from render(); create it with "
+                          "render_mode='rgb_array' (jepalab does this for gymnasium ids).")
+    return np.asarray(frame)
+
+
+def _box(space: Any, name: str) -> tuple[np.ndarray, np.ndarray]:
+    low, high = getattr(space, "low", None), getattr(space, "high", None)
+    if low is None or high is None or not np.all(np.isfinite(low)) or not np.all(np.isfinite(high)):
+        raise ConfigError(f"env '{name}' has action space {space}; jepalab needs a bounded continuous Box "
+                          "(discrete or unbounded actions cannot be normalized to [-1, 1]).")
+    return np.asarray(low, np.float64), np.asarray(high, np.float64)
+
+
+# ---------------------------------------------------------------- Push-T
+def make_pusht(**kwargs: Any) -> tuple[Any, Adapter]:
+    """gym-pusht's ``PushT-v0`` with 96 px pixels + agent position observations (headless)."""
+    os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+    gym = _import("gymnasium", f"{GYM_PIP} gym-pusht", "Push-T")
+    _import("gym_pusht", PUSHT_PIP, "Push-T")
+    opts = {"obs_type": "pixels_agent_pos", "render_mode": "rgb_array", **kwargs}
+    raw = gym.make("gym_pusht/PushT-v0", **opts)
+    low, high = _box(raw.action_space, "pusht")
+
+    def state(env: Any, obs: Any, info: dict) -> np.ndarray:
+        u = env.unwrapped
+        agent = np.asarray(info.get("pos_agent", u.agent.position), np.float32)
+        block = np.asarray(info.get("block_pose", [*u.block.position, u.block.angle]), np.float32)
+        return np.concatenate([agent, block])
+
+    def proprio(env: Any, obs: Any, info: dict) -> np.ndarray:
+        return np.asarray(obs["agent_pos"] if isinstance(obs, dict) and "agent_pos" in obs
+                          else env.unwrapped.agent.position, np.float32)
+
+    adapter = Adapter(pixels=_render, proprio=proprio, state=state,
+                      success=lambda info: bool(info.get("is_success", False)), low=low, high=high,
+                      max_steps=int(getattr(raw.spec, "max_episode_steps", None) or 300),
+                      extra={"goal_pose": [256.0, 256.0, float(np.pi / 4)]})
+    return raw, adapter
+
+
+# ---------------------------------------------------------------- Two-Room
+def _load_tworoom_class() -> type:
+    """``TwoRoomEnv`` from stable-worldmodel. Its top-level ``__init__`` imports torchvision and
+    lancedb (policies, datasets); when those are absent or broken (torchvision does not import
+    beside torch 2.13 CPU) the env module is loaded alone, with the package's light ``spaces`` and
+    ``utils`` modules, which are all it needs."""
+    _import("gymnasium", GYM_PIP, "Two-Room")
+    try:
+        return importlib.import_module("stable_worldmodel.envs.two_room.env").TwoRoomEnv
+    except ImportError as e:
+        first_error = e
+    spec = importlib.util.find_spec("stable_worldmodel") if "stable_worldmodel" not in sys.modules else None
+    pkg = sys.modules.get("stable_worldmodel")
+    if pkg is None:
+        if spec is None or not spec.submodule_search_locations:
+            raise MissingDependencyError(f"env 'tworoom' needs stable-worldmodel, which is not installed. "
+                                         f"Install it with: {TWOROOM_PIP}")
+        pkg = types.ModuleType("stable_worldmodel")
+        pkg.__path__ = list(spec.submodule_search_locations)
+        sys.modules["stable_worldmodel"] = pkg
+    try:
+        for sub in ("utils", "spaces"):
+            setattr(pkg, sub, importlib.import_module(f"stable_worldmodel.{sub}"))
+        path = os.path.join(pkg.__path__[0], "envs", "two_room", "env.py")
+        mspec = importlib.util.spec_from_file_location("jepalab_swm_two_room_env", path)
+        module = importlib.util.module_from_spec(mspec)
+        mspec.loader.exec_module(module)
+        return module.TwoRoomEnv
+    except (ImportError, FileNotFoundError, AttributeError) as e:
+        raise MissingDependencyError(f"env 'tworoom': stable-worldmodel is installed but its Two-Room env "
+                                     f"could not be loaded ({first_error}; then {e}). Install its light "
+                                     f"dependencies: {TWOROOM_PIP}") from e
+
+
+def make_tworoom(**kwargs: Any) -> tuple[Any, Adapter]:
+    """stable-worldmodel's Two-Room navigation env (224 px frames, rendered by torch on CPU)."""
+    raw = _load_tworoom_class()(**kwargs)
+    low, high = _box(raw.action_space, "tworoom")
+    adapter = Adapter(
+        pixels=_render,
+        proprio=lambda env, obs, info: np.asarray(info.get("proprio", _vector(obs)[:2]), np.float32),
+        state=lambda env, obs, info: _vector(obs),
+        success=lambda info: float(info.get("distance_to_target", np.inf)) < 16.0,
+        low=low, high=high, max_steps=100)
+    return raw, adapter
+
+
+# ---------------------------------------------------------------- any gymnasium id
+def make_gym(env_id: str, **kwargs: Any) -> tuple[Any, Adapter]:
+    """Any registered gymnasium id with a bounded Box action space and ``rgb_array`` rendering."""
+    os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+    gym = _import("gymnasium", GYM_PIP, f"env '{env_id}'")
+    ns = env_id.split("/", 1)[0] if "/" in env_id else None
+    if ns and importlib.util.find_spec(ns) is not None:
+        importlib.import_module(ns)  # e.g. "gym_pusht/..." registers on import
+    try:
+        raw = gym.make(env_id, render_mode=kwargs.pop("render_mode", "rgb_array"), **kwargs)
+    except gym.error.Error as e:
+        raise ConfigError(f"Unknown environment '{env_id}': jepalab knows 'pusht', 'tworoom', 'bouncing', "
+                          f"and gymnasium ids; gymnasium says: {e}. If it comes from a package, install "
+                          "and import it first (e.g. `pip install gym-pusht`).") from e
+    low, high = _box(raw.action_space, env_id)
+
+    def proprio(env: Any, obs: Any, info: dict) -> np.ndarray:
+        if isinstance(obs, dict):
+            for key in ("agent_pos", "proprio", "observation.state"):
+                if key in obs:
+                    return _vector(obs[key])
+        return np.zeros(0, np.float32)
+
+    def state(env: Any, obs: Any, info: dict) -> np.ndarray:
+        if isinstance(obs, dict):
+            parts = [_vector(v) for k, v in sorted(obs.items()) if k != "pixels"]
+            return np.concatenate(parts) if parts else np.zeros(0, np.float32)
+        return _vector(obs)
+
+    adapter = Adapter(pixels=_render, proprio=proprio, state=state,
+                      success=lambda info: bool(info.get("is_success", info.get("success", False))),
+                      low=low, high=high, max_steps=int(getattr(raw.spec, "max_episode_steps", None) or 200))
+    return raw, adapter

@@ -1,0 +1,182 @@
+"""Policies that drive environments while trajectories are recorded: random and scripted.
+
+Why several: a world model only learns the dynamics it sees. Uniform random actions cover the
+action space but, in Push-T, rarely touch the block; a scripted, noisy "expert-like" controller
+pushes the T toward its goal and so shows contact dynamics; mixing both (as the LeWorldModel and
+DINO-WM datasets do with their random/expert splits) gives diverse and meaningful trajectories.
+
+A policy is any object with ``reset(env, seed)`` and ``act(obs, info) -> (A,) float32 in [-1, 1]``
+(``obs`` and ``info`` as returned by :class:`jepalab.data.envs.Env`; ``info`` of the reset is
+``env.last_info``). Every policy draws its noise from a numpy generator seeded in ``reset``, so an
+episode is a pure function of (env seed, policy seed).
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any, Protocol
+
+import numpy as np
+
+from jepalab.errors import ConfigError
+
+
+class Policy(Protocol):
+    def reset(self, env: Any, seed: int) -> None: ...
+    def act(self, obs: dict[str, Any], info: dict[str, Any]) -> np.ndarray: ...
+
+
+class RandomPolicy:
+    """Uniform actions in [-1, 1], each held for ``repeat`` steps (held actions move further than
+    i.i.d. jitter, so random episodes still visit the whole arena)."""
+
+    def __init__(self, repeat: int = 1) -> None:
+        if repeat < 1:
+            raise ConfigError(f"RandomPolicy repeat={repeat}: use an int >= 1.")
+        self.repeat = repeat
+        self.rng = np.random.default_rng(0)
+        self.dim, self._t, self._a = 1, 0, np.zeros(1, np.float32)
+
+    def reset(self, env: Any, seed: int) -> None:
+        self.rng, self.dim, self._t = np.random.default_rng(seed), int(env.action_dim), 0
+
+    def act(self, obs: dict[str, Any], info: dict[str, Any]) -> np.ndarray:
+        if self._t % self.repeat == 0:
+            self._a = self.rng.uniform(-1.0, 1.0, self.dim).astype(np.float32)
+        self._t += 1
+        return self._a.copy()
+
+
+def _toward(pos: np.ndarray, target: np.ndarray, max_step: float) -> np.ndarray:
+    """A point at most ``max_step`` from ``pos`` on the segment to ``target``."""
+    d = target - pos
+    n = float(np.linalg.norm(d))
+    return target if n <= max_step else pos + d * (max_step / n)
+
+
+class PushTExpert:
+    """Noisy heuristic pusher for Push-T (actions are the agent's target position, 0..512 px).
+
+    Each step: let ``u`` be the unit vector from the T's centre of mass to the goal position
+    (256, 256), plus a sideways offset proportional to the angle error so off-centre pushes turn
+    the T. If the agent is not behind the block (on the far side from the goal) it goes to a
+    contact point ``R`` px behind the block (detouring sideways around it when it is beside or in
+    front); once in that push lane it pushes along ``u``, correcting sideways drift. Targets move at most ``max_step`` px per step, and Gaussian
+    noise (``noise`` px) plus a per-episode random contact offset makes episodes diverse.
+    Works on the first two actions of each frameskip block (repeated over the block).
+    """
+
+    GOAL = np.array([256.0, 256.0, np.pi / 4])
+
+    def __init__(self, noise: float = 8.0, max_step: float = 40.0, behind: float = 60.0) -> None:
+        self.noise, self.max_step, self.behind = noise, max_step, behind
+        self.rng = np.random.default_rng(0)
+        self.env: Any = None
+        self._offset = 0.0
+
+    def reset(self, env: Any, seed: int) -> None:
+        self.env, self.rng = env, np.random.default_rng(seed)
+        self._offset = float(self.rng.uniform(-15.0, 15.0))
+
+    def act(self, obs: dict[str, Any], info: dict[str, Any]) -> np.ndarray:
+        state = np.asarray(obs["state"], dtype=np.float64)
+        agent, block, angle = state[:2], state[2:4], state[4]
+        goal = np.asarray(info.get("goal_pose", self.GOAL), dtype=np.float64)
+        to_goal = goal[:2] - block
+        dist = float(np.linalg.norm(to_goal))
+        ang_err = float((goal[2] - angle + np.pi) % (2 * np.pi) - np.pi)
+        u = to_goal / dist if dist > 5.0 else np.array([np.cos(angle), np.sin(angle)])
+        side = np.array([-u[1], u[0]])
+        # off-centre contact makes the push turn the T toward the goal angle
+        lateral = np.clip(25.0 * ang_err, -30.0, 30.0) + self._offset
+        contact = block - self.behind * u + lateral * side
+        rel = agent - block
+        along, perp = float(rel @ u), float(rel @ side) - lateral
+        if along < -10.0 and abs(perp) < 20.0:
+            # in the push lane behind the block: push toward the goal, correcting drift out of the lane
+            target = agent + self.max_step * u - 0.5 * perp * side
+        elif along < -10.0:
+            target = contact  # behind but off the lane: slide sideways into it
+        else:
+            # beside or in front of the block: go around it, not through it
+            s = 1.0 if float(rel @ side) >= 0 else -1.0
+            target = block + s * 1.6 * self.behind * side - self.behind * u
+        target = _toward(agent, target, self.max_step) + self.rng.normal(0.0, self.noise, 2)
+        a = self.env.to_normalized(np.clip(target, 0.0, 512.0)) if self.env is not None else target / 256 - 1
+        return np.resize(a.astype(np.float32), int(self.env.action_dim) if self.env is not None else 2)
+
+
+class TwoRoomExpert:
+    """Heuristic navigator for Two-Room: head for the target, through the door if the target is in
+    the other room (door centres are in the state vector), with Gaussian action noise."""
+
+    def __init__(self, noise: float = 0.2, wall: float = 112.0, reach: float = 10.0) -> None:
+        self.noise, self.wall, self.reach = noise, wall, reach
+        self.rng = np.random.default_rng(0)
+        self.dim = 2
+        self._via_door = False
+
+    def reset(self, env: Any, seed: int) -> None:
+        self.rng, self.dim, self._via_door = np.random.default_rng(seed), int(env.action_dim), False
+
+    def act(self, obs: dict[str, Any], info: dict[str, Any]) -> np.ndarray:
+        s = np.asarray(obs["state"], dtype=np.float64)
+        agent, target, doors = s[:2], s[2:4], s[4:].reshape(-1, 2)
+        doors = doors[np.any(doors != 0, axis=1)]
+        target_pt = target
+        if len(doors):
+            axis = 0 if np.allclose(doors[:, 0], self.wall) else 1  # coordinate that crosses the wall
+            if (agent[axis] > self.wall) != (target[axis] > self.wall):
+                door = doors[np.argmin(np.linalg.norm(doors - agent, axis=1))]
+                off = np.zeros(2)
+                off[axis] = self.reach if target[axis] > self.wall else -self.reach
+                # line up with the door first, then cross it
+                lined = abs(agent[1 - axis] - door[1 - axis]) < 4.0
+                target_pt = door + off if lined else door - off
+        d = target_pt - agent
+        a = d / max(float(np.abs(d).max()), 1e-6)
+        a = a + self.rng.normal(0.0, self.noise, 2)
+        return np.resize(np.clip(a, -1.0, 1.0).astype(np.float32), self.dim)
+
+
+class GoalSeeker:
+    """Bouncing world: push ball 0 toward the goal from ``info`` (pushes = velocity changes), with
+    noise; a meaningful counterpart to random pushes."""
+
+    def __init__(self, noise: float = 0.3, gain: float = 0.15) -> None:
+        self.noise, self.gain = noise, gain
+        self.rng = np.random.default_rng(0)
+
+    def reset(self, env: Any, seed: int) -> None:
+        self.rng = np.random.default_rng(seed)
+
+    def act(self, obs: dict[str, Any], info: dict[str, Any]) -> np.ndarray:
+        s = np.asarray(obs["state"], dtype=np.float64)
+        k = len(s) // 4
+        pos, vel = s[:2], s[2 * k: 2 * k + 2]
+        goal = np.asarray(info.get("goal", pos), dtype=np.float64)
+        a = self.gain * (goal - pos) - 0.5 * vel  # PD toward the goal
+        return np.clip(a + self.rng.normal(0.0, self.noise, 2), -1.0, 1.0).astype(np.float32)
+
+
+#: (env name or "*", policy name) -> factory
+_SCRIPTED = {"pusht": PushTExpert, "tworoom": TwoRoomExpert, "bouncing": GoalSeeker}
+POLICIES = ("random", "expert")
+
+
+def make_policy(name: str, env_name: str, **kwargs: Any) -> Policy:
+    """``"random"`` (any env; ``repeat=`` holds actions) or ``"expert"`` (the scripted controller
+    of pusht, tworoom or bouncing)."""
+    if name == "random":
+        return RandomPolicy(**kwargs)
+    if name == "expert":
+        if env_name not in _SCRIPTED:
+            raise ConfigError(f"No scripted 'expert' policy for env '{env_name}'; use --policy random, or one "
+                              f"of the envs with an expert: {', '.join(_SCRIPTED)}.")
+        return _SCRIPTED[env_name](**kwargs)
+    close = difflib.get_close_matches(str(name), POLICIES, n=1)
+    hint = f" Did you mean '{close[0]}'?" if close else ""
+    raise ConfigError(f"Unknown policy '{name}'. Choose one of {', '.join(POLICIES)}.{hint}")
+
+
+__all__ = ["Policy", "RandomPolicy", "PushTExpert", "TwoRoomExpert", "GoalSeeker", "POLICIES", "make_policy"]
