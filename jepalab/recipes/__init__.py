@@ -21,6 +21,7 @@ RECIPES: dict[str, str] = {
     "barlow": "jepalab.recipes.barlow",
     "future": "jepalab.recipes.future",
     "pixel": "jepalab.recipes.pixel",
+    "worldmodel": "jepalab.recipes.worldmodel",
 }
 
 
