@@ -23,6 +23,7 @@ SOURCES: dict[str, str] = {
     "digits": "jepalab.data.images:DigitsImages",
     "mnist": "jepalab.data.images:MNISTImages",
     "folder": "jepalab.data.images:FolderImages",
+    "trajectories": "jepalab.data.trajectories:TrajectorySource",
 }
 
 
