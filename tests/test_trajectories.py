@@ -237,3 +237,49 @@ def test_source_via_registry_and_config_errors(dataset: Path, tmp_path: Path) ->
         _source(tmp_path)
     with pytest.raises(DataError, match="longer episodes"):
         _source(dataset, frames=20)
+
+
+# ------------------------------------------------------------------ stable-worldmodel folder datasets
+def _write_swm_folder(root: Path, lengths: list[int]) -> dict[str, np.ndarray]:
+    """A dataset in stable-worldmodel's folder layout (as its FolderWriter documents it)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    total = sum(lengths)
+    cols = {"action": rng.uniform(0, 512, (total, 2)), "proprio": rng.normal(size=(total, 2)).astype(np.float32),
+            "state": rng.normal(size=(total, 5)).astype(np.float32)}
+    offsets = np.cumsum([0] + lengths[:-1])
+    for ep, (n, off) in enumerate(zip(lengths, offsets)):
+        cols["action"][off + n - 1] = np.nan  # the reset placeholder rotated to the end
+    (root / "pixels").mkdir(parents=True)
+    np.savez(root / "ep_len.npz", np.asarray(lengths, np.int32))
+    np.savez(root / "ep_offset.npz", offsets.astype(np.int64))
+    for k, v in cols.items():
+        np.savez(root / f"{k}.npz", v)
+    for ep, n in enumerate(lengths):
+        for j in range(n):
+            img = np.zeros((24, 24, 3), np.uint8)
+            img[:, : 2 * j + 2] = 200  # a bar that grows with the step
+            Image.fromarray(img).save(root / "pixels" / f"ep_{ep}_step_{j}.jpeg", quality=95)
+    return cols
+
+
+def test_import_stable_worldmodel_folder(tmp_path: Path) -> None:
+    from jepalab.data.swm_folder import import_swm_folder
+
+    cols = _write_swm_folder(tmp_path / "swm", [5, 7])
+    meta = import_swm_folder(tmp_path / "swm", tmp_path / "out", img_size=12, action_low=0, action_high=512,
+                             progress=False)
+    assert meta["episodes"] == 2 and meta["action_dim"] == 2 and meta["state_dim"] == 5
+    ep = load_episode(tmp_path / "out", 1)
+    assert ep["frames"].shape == (7, 12, 12, 3) and ep["actions"].shape == (6, 2)
+    np.testing.assert_allclose(ep["actions"], cols["action"][5:11] / 256 - 1, atol=1e-6)
+    assert np.array_equal(ep["state"], cols["state"][5:12])
+    bright = (ep["frames"][:, 0, :, 0] > 100).sum(1)  # step j's bar covers (2j+2)/24 of the width
+    assert np.all(np.diff(bright) >= 0) and bright[-1] > bright[0]
+    src = TrajectorySource(TrajectoryConfig(path=str(tmp_path / "out"), frames=3, test_every=0))
+    assert src.batch(0, 4)["actions"].shape == (4, 2, 2)
+    with pytest.raises(DataError, match=r"exceed \[-1, 1\]"):
+        import_swm_folder(tmp_path / "swm", tmp_path / "raw", progress=False)
+    with pytest.raises(DataError, match="not a stable-worldmodel folder"):
+        import_swm_folder(tmp_path / "out", tmp_path / "x", progress=False)
