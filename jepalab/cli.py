@@ -26,6 +26,7 @@ examples:
   jepalab train CONFIG --set train.steps=50 --set model.embed_dim=64 --device cpu
   jepalab info runs/ijepa_digits                   steps, last metrics, checkpoints, collapse
   jepalab resume runs/ijepa_digits                 continue from the newest checkpoint
+  jepalab eval runs/ijepa_digits                   probes + effective rank vs a random-init model
   jepalab demo --quick                             JEPA vs pixel prediction, with a report
   jepalab collect pusht --policy expert --episodes 20 --out data/pusht   record episodes
 
@@ -176,6 +177,21 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    """Probe a finished run's frozen features (and a random-init twin), write eval.json, print."""
+    from jepalab.eval.evaluate import EVAL_FILE, evaluate_run, format_table
+
+    probes = [p for item in args.probes for p in item.split(",") if p]
+    result = evaluate_run(args.run_dir, probes=probes, split=args.split,
+                          baseline=None if args.no_baseline else "random", device=args.device)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(format_table(result))
+        print(f"wrote {Path(args.run_dir) / EVAL_FILE}")
+    return 0
+
+
 def _summary_line(doc: str | None, width: int = 90) -> str:
     """First sentence of a docstring's first paragraph, on one line, cut to ``width``."""
     para = " ".join((doc or "").strip().split("\n\n")[0].split())
@@ -272,6 +288,22 @@ def build_parser() -> argparse.ArgumentParser:
                                    "latest logged metrics, checkpoints present and collapse flags.")
     p.add_argument("run_dir", metavar="RUN_DIR", help="a directory written by `jepalab train`")
     p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("eval", help="probe a finished run's frozen features: linear, kNN, attentive, rank",
+                       description="Embed the run's training split and a held-out split with the frozen "
+                                   "model, score linear/kNN/attentive probes (accuracy for labels, R^2 "
+                                   "for state), effective rank and collapse flags, for the trained model "
+                                   "and the same architecture at its initial weights. Writes RUN_DIR/eval.json.",
+                       epilog="example:\n  jepalab eval runs/lejepa_digits --probes linear knn --json",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a directory written by `jepalab train` (finished)")
+    p.add_argument("--probes", nargs="+", default=["linear", "knn", "attentive"], metavar="PROBE",
+                   help="probes to run: linear, knn, attentive (default: all)")
+    p.add_argument("--split", default="test", help="held-out split of the data source (default: test)")
+    p.add_argument("--no-baseline", action="store_true", help="skip the random-init baseline")
+    p.add_argument("--device", default=None, help="cpu, cuda, mps or auto (default: auto)")
+    p.add_argument("--json", action="store_true", help="print the full result as JSON instead of a table")
+    p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("recipes", help="list the training recipes (methods) available",
                        description="List every registered recipe with a one-line description.")
