@@ -24,6 +24,7 @@ SOURCES: dict[str, str] = {
     "mnist": "jepalab.data.images:MNISTImages",
     "folder": "jepalab.data.images:FolderImages",
     "trajectories": "jepalab.data.trajectories:TrajectorySource",
+    "video": "jepalab.data.video:VideoFolder",
 }
 
 
