@@ -57,52 +57,67 @@ def _toward(pos: np.ndarray, target: np.ndarray, max_step: float) -> np.ndarray:
 class PushTExpert:
     """Noisy heuristic pusher for Push-T (actions are the agent's target position, 0..512 px).
 
-    Each step: let ``u`` be the unit vector from the T's centre of mass to the goal position
-    (256, 256), plus a sideways offset proportional to the angle error so off-centre pushes turn
-    the T. If the agent is not behind the block (on the far side from the goal) it goes to a
-    contact point ``R`` px behind the block (detouring sideways around it when it is beside or in
-    front); once in that push lane it pushes along ``u``, correcting sideways drift. Targets move at most ``max_step`` px per step, and Gaussian
-    noise (``noise`` px) plus a per-episode random contact offset makes episodes diverse.
-    Works on the first two actions of each frameskip block (repeated over the block).
+    Works on the T's centre of mass ``c`` (45 px along the T's stem from its body origin, from
+    gym-pusht's geometry: a 120x30 bar over a 30x90 stem). Each step, ``u`` is the unit vector from
+    ``c`` to where ``c`` sits in the goal pose; the contact lane is offset sideways by
+    ``-gain * angle_error`` so the push also turns the T (a force along ``u`` applied ``l`` to the
+    left of ``c`` has torque ``-l``). Behind the block and in the lane: push along ``u``; behind
+    but off the lane: slide into it; beside or in front: go around it. Once the position is
+    reached, push along the bar off-centre to fix the angle. Targets move at most ``max_step`` px
+    per step; Gaussian noise (``noise`` px) and a per-episode random lane offset diversify episodes.
+    Under frameskip "block" the same target is repeated over the block.
     """
 
     GOAL = np.array([256.0, 256.0, np.pi / 4])
+    COM = 45.0  # px from the body origin along the stem (local +y)
 
-    def __init__(self, noise: float = 8.0, max_step: float = 40.0, behind: float = 60.0) -> None:
-        self.noise, self.max_step, self.behind = noise, max_step, behind
+    def __init__(self, noise: float = 6.0, max_step: float = 30.0, behind: float = 90.0, gain: float = 20.0) -> None:
+        self.noise, self.max_step, self.behind, self.gain = noise, max_step, behind, gain
         self.rng = np.random.default_rng(0)
         self.env: Any = None
         self._offset = 0.0
 
     def reset(self, env: Any, seed: int) -> None:
         self.env, self.rng = env, np.random.default_rng(seed)
-        self._offset = float(self.rng.uniform(-15.0, 15.0))
+        self._offset = float(self.rng.uniform(-8.0, 8.0))
+
+    def _com(self, pose: np.ndarray) -> np.ndarray:
+        return pose[:2] + self.COM * np.array([-np.sin(pose[2]), np.cos(pose[2])])
 
     def act(self, obs: dict[str, Any], info: dict[str, Any]) -> np.ndarray:
         state = np.asarray(obs["state"], dtype=np.float64)
-        agent, block, angle = state[:2], state[2:4], state[4]
+        agent, pose = state[:2], state[2:5]
         goal = np.asarray(info.get("goal_pose", self.GOAL), dtype=np.float64)
-        to_goal = goal[:2] - block
+        com = self._com(pose)
+        to_goal = self._com(goal) - com
         dist = float(np.linalg.norm(to_goal))
-        ang_err = float((goal[2] - angle + np.pi) % (2 * np.pi) - np.pi)
-        u = to_goal / dist if dist > 5.0 else np.array([np.cos(angle), np.sin(angle)])
+        ang_err = float((goal[2] - pose[2] + np.pi) % (2 * np.pi) - np.pi)
+        step = self.max_step
+        if dist > 20.0 or (dist > 5.0 and abs(ang_err) < 0.15):
+            u = to_goal / dist
+            lateral = float(np.clip(-self.gain * ang_err, -30.0, 30.0)) + self._offset
+            step = self.max_step if dist > 20.0 else 6.0
+        else:  # nearly in place: turn it with slow off-centre pushes along the bar
+            u = np.array([np.cos(pose[2]), np.sin(pose[2])]) * (1.0 if ang_err < 0 else -1.0)
+            lateral, step = 45.0, 8.0
+            if abs(ang_err) < 0.15:  # done: back off
+                away = agent - com
+                return self._action(agent + 20.0 * away / max(float(np.linalg.norm(away)), 1e-6))
         side = np.array([-u[1], u[0]])
-        # off-centre contact makes the push turn the T toward the goal angle
-        lateral = np.clip(25.0 * ang_err, -30.0, 30.0) + self._offset
-        contact = block - self.behind * u + lateral * side
-        rel = agent - block
+        rel = agent - com
         along, perp = float(rel @ u), float(rel @ side) - lateral
         if along < -10.0 and abs(perp) < 20.0:
-            # in the push lane behind the block: push toward the goal, correcting drift out of the lane
-            target = agent + self.max_step * u - 0.5 * perp * side
+            target = agent + step * u - 0.5 * perp * side  # push, staying in the lane
         elif along < -10.0:
-            target = contact  # behind but off the lane: slide sideways into it
-        else:
-            # beside or in front of the block: go around it, not through it
+            target = com - self.behind * u + lateral * side  # slide into the lane
+        else:  # beside or in front of the block: go around it, not through it
             s = 1.0 if float(rel @ side) >= 0 else -1.0
-            target = block + s * 1.6 * self.behind * side - self.behind * u
-        target = _toward(agent, target, self.max_step) + self.rng.normal(0.0, self.noise, 2)
-        a = self.env.to_normalized(np.clip(target, 0.0, 512.0)) if self.env is not None else target / 256 - 1
+            target = com + s * 1.3 * self.behind * side - self.behind * u
+        return self._action(_toward(agent, target, self.max_step))
+
+    def _action(self, target: np.ndarray) -> np.ndarray:
+        target = np.clip(target + self.rng.normal(0.0, self.noise, 2), 0.0, 512.0)
+        a = self.env.to_normalized(target) if self.env is not None else target / 256 - 1
         return np.resize(a.astype(np.float32), int(self.env.action_dim) if self.env is not None else 2)
 
 
@@ -146,9 +161,10 @@ class GoalSeeker:
     def __init__(self, noise: float = 0.3, gain: float = 0.15) -> None:
         self.noise, self.gain = noise, gain
         self.rng = np.random.default_rng(0)
+        self.dim = 2
 
     def reset(self, env: Any, seed: int) -> None:
-        self.rng = np.random.default_rng(seed)
+        self.rng, self.dim = np.random.default_rng(seed), int(env.action_dim)
 
     def act(self, obs: dict[str, Any], info: dict[str, Any]) -> np.ndarray:
         s = np.asarray(obs["state"], dtype=np.float64)
@@ -156,7 +172,8 @@ class GoalSeeker:
         pos, vel = s[:2], s[2 * k: 2 * k + 2]
         goal = np.asarray(info.get("goal", pos), dtype=np.float64)
         a = self.gain * (goal - pos) - 0.5 * vel  # PD toward the goal
-        return np.clip(a + self.rng.normal(0.0, self.noise, 2), -1.0, 1.0).astype(np.float32)
+        a = np.clip(a + self.rng.normal(0.0, self.noise, 2), -1.0, 1.0).astype(np.float32)
+        return np.resize(a, self.dim)  # repeated over a frameskip action block
 
 
 #: (env name or "*", policy name) -> factory
