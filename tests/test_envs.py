@@ -264,3 +264,17 @@ def test_any_gymnasium_id_through_the_wrapper() -> None:
     np.testing.assert_allclose(env.to_native(np.array([1.0])), [2.0])
     obs2, reward, done, info = env.step(np.array([1.0]))
     assert np.isfinite(reward) and not torch.equal(obs["state"], obs2["state"])
+
+
+def test_wrap_your_own_gymnasium_env() -> None:
+    gym = pytest.importorskip("gymnasium")
+    pytest.importorskip("pygame")
+    from jepalab.data.envs import wrap_env
+
+    env = wrap_env(gym.make("MountainCarContinuous-v0", render_mode="rgb_array"), img_size=20, seed=0)
+    obs = env.reset()
+    assert obs["pixels"].shape == (3, 20, 20) and env.action_dim == 1 and obs["state"].shape == (2,)
+    obs, *_ = env.step(np.array([1.0]))
+    assert torch.isfinite(obs["state"]).all()
+    with pytest.raises(ConfigError, match="reset/step/action_space"):
+        wrap_env(object())

@@ -67,4 +67,18 @@ def make_env(name: str, img_size: int = 64, seed: int | None = 0, frameskip: int
                seed=seed)
 
 
-__all__ = ["ENVS", "Adapter", "Env", "make_env", "resize_frame"]
+def wrap_env(raw: Any, img_size: int = 64, seed: int | None = 0, frameskip: int = 1,
+             frameskip_mode: str = "repeat", name: str = "custom") -> Env:
+    """Wrap your own gymnasium env instance (created with ``render_mode="rgb_array"``, bounded Box
+    actions) as an :class:`Env`, exactly as a gymnasium id given to :func:`make_env` would be."""
+    from jepalab.data.envs.external import gym_adapter
+
+    for attr in ("reset", "step", "action_space"):
+        if not hasattr(raw, attr):
+            raise ConfigError(f"wrap_env needs a gymnasium-style env with reset/step/action_space; "
+                              f"{type(raw).__name__} has no '{attr}'.")
+    return Env(raw, gym_adapter(raw, name), name, img_size=img_size, frameskip=frameskip,
+               frameskip_mode=frameskip_mode, seed=seed)
+
+
+__all__ = ["ENVS", "Adapter", "Env", "make_env", "wrap_env", "resize_frame"]

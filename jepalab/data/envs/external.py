@@ -156,7 +156,12 @@ def make_gym(env_id: str, **kwargs: Any) -> tuple[Any, Adapter]:
         raise ConfigError(f"Unknown environment '{env_id}': jepalab knows 'pusht', 'tworoom', 'bouncing', "
                           f"and gymnasium ids; gymnasium says: {e}. If it comes from a package, install "
                           "and import it first (e.g. `pip install gym-pusht`).") from e
-    low, high = _box(raw.action_space, env_id)
+    return raw, gym_adapter(raw, env_id)
+
+
+def gym_adapter(raw: Any, name: str = "custom") -> Adapter:
+    """The generic adapter for a gymnasium env instance (``render_mode="rgb_array"``, Box actions)."""
+    low, high = _box(raw.action_space, name)
 
     def proprio(env: Any, obs: Any, info: dict) -> np.ndarray:
         if isinstance(obs, dict):
@@ -171,7 +176,7 @@ def make_gym(env_id: str, **kwargs: Any) -> tuple[Any, Adapter]:
             return np.concatenate(parts) if parts else np.zeros(0, np.float32)
         return _vector(obs)
 
-    adapter = Adapter(pixels=_render, proprio=proprio, state=state,
-                      success=lambda info: bool(info.get("is_success", info.get("success", False))),
-                      low=low, high=high, max_steps=int(getattr(raw.spec, "max_episode_steps", None) or 200))
-    return raw, adapter
+    spec = getattr(raw, "spec", None)
+    return Adapter(pixels=_render, proprio=proprio, state=state,
+                   success=lambda info: bool(info.get("is_success", info.get("success", False))),
+                   low=low, high=high, max_steps=int(getattr(spec, "max_episode_steps", None) or 200))
