@@ -231,9 +231,14 @@ def cmd_collect(args: argparse.Namespace) -> int:
         env_kwargs[key] = yaml.safe_load(value)
     out = Path(args.out) if args.out else Path("data") / f"{args.env.replace('/', '_')}-{args.policy}"
     print(f"Collecting {args.episodes} '{args.policy}' episode(s) of '{args.env}' -> {out}", flush=True)
-    meta = collect(args.env, out, episodes=args.episodes, policy=args.policy, img_size=args.img_size,
-                   max_steps=args.steps, seed=args.seed, frameskip=args.frameskip,
-                   frameskip_mode=args.frameskip_mode, env_kwargs=env_kwargs, progress=not args.no_progress)
+    try:
+        meta = collect(args.env, out, episodes=args.episodes, policy=args.policy, img_size=args.img_size,
+                       max_steps=args.steps, seed=args.seed, frameskip=args.frameskip,
+                       frameskip_mode=args.frameskip_mode, env_kwargs=env_kwargs, progress=not args.no_progress)
+    except KeyboardInterrupt:
+        print(f"interrupted: the complete episodes in {out} are kept; rerun the same command to resume.",
+              file=sys.stderr)
+        return 130
     print(f"Done: {meta['episodes']} episode(s) in {out} (action_dim={meta['action_dim']}, "
           f"img_size={meta['img_size']}). Train on it with data: {{source: trajectories, path: {out}}}")
     return 0
