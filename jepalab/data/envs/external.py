@@ -72,7 +72,7 @@ def _box(space: Any, name: str) -> tuple[np.ndarray, np.ndarray]:
 def make_pusht(**kwargs: Any) -> tuple[Any, Adapter]:
     """gym-pusht's ``PushT-v0`` with 96 px pixels + agent position observations (headless)."""
     os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
-    gym = _import("gymnasium", f"{GYM_PIP} gym-pusht", "Push-T")
+    gym = _import("gymnasium", PUSHT_PIP, "Push-T")  # gym-pusht brings gymnasium
     _import("gym_pusht", PUSHT_PIP, "Push-T")
     opts = {"obs_type": "pixels_agent_pos", "render_mode": "rgb_array", **kwargs}
     raw = gym.make("gym_pusht/PushT-v0", **opts)
