@@ -203,6 +203,9 @@ def test_wrong_action_dimension_is_a_clear_error() -> None:
         model.rollout(z, torch.zeros(2, 4, 2))
     with pytest.raises(ShapeError, match="frames"):
         model.training_step({"frames": b["frames"]}, 0)
+    with pytest.raises(ShapeError, match=r"model.eval\(\)"):
+        model.train().encode(b["frames"][:1, 0])
+    assert model.eval().encode(b["frames"][:1, 0]).shape == (1, 32)
 
 
 def test_frameskip_concatenates_action_blocks() -> None:

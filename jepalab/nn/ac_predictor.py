@@ -45,8 +45,10 @@ class AdaLNZeroBlock(nn.Module):
         nn.init.zeros_(self.modulation[1].weight)
         nn.init.zeros_(self.modulation[1].bias)
 
-    def forward(self, x: Tensor, c: Tensor, attn_mask: Tensor | None = None) -> Tensor:
-        shift1, scale1, gate1, shift2, scale2, gate2 = self.modulation(c).chunk(6, dim=-1)
+    def forward(self, x: Tensor, c: Tensor, attn_mask: Tensor | None = None, mod: Tensor | None = None) -> Tensor:
+        """``mod`` (B, L, 6*dim), if given, is ``self.modulation(c)`` precomputed (rollouts cache it)."""
+        mod = self.modulation(c) if mod is None else mod
+        shift1, scale1, gate1, shift2, scale2, gate2 = mod.chunk(6, dim=-1)
         x = x + gate1 * self.attn(self.norm1(x) * (1 + scale1) + shift1, attn_mask)
         return x + gate2 * self.mlp(self.norm2(x) * (1 + scale2) + shift2)
 
@@ -114,13 +116,14 @@ class ActionConditionedPredictor(nn.Module):
             raise ShapeError(f"{what}: embeddings and actions must be floating point, got {z.dtype}, {actions.dtype}.")
 
     # --- the network on one window -----------------------------------------------------------------
-    def _run(self, x: Tensor, c: Tensor) -> Tensor:
-        """Blocks over windows of ``L <= history`` frames: ``x, c (B, L, dim) -> (B, L, dim)``."""
+    def _run(self, x: Tensor, c: Tensor | None, mods: list[Tensor] | None = None) -> Tensor:
+        """Blocks over windows of ``L <= history`` frames: ``x, c (B, L, dim) -> (B, L, dim)``
+        (or per-block precomputed modulations ``mods[i] (B, L, 6*dim)`` instead of ``c``)."""
         n = x.shape[1]
         x = x + self.pos[:n]
         mask = self.causal[:n, :n]
-        for blk in self.blocks:
-            x = blk(x, c, mask)
+        for i, blk in enumerate(self.blocks):
+            x = blk(x, c, mask, None if mods is None else mods[i])
         return self.norm(x)
 
     def _head(self, h: Tensor, z_last: Tensor) -> Tensor:
@@ -171,15 +174,18 @@ class ActionConditionedPredictor(nn.Module):
         keep = min(k_in, self.history)
         z_hist = z_hist[:, k_in - keep:]
         a_hist = a_hist[:, a_hist.shape[1] - (keep - 1):]
-        # Cached once: frame tokens of the history and the embeddings of every action (time-indexed).
+        # Cached once: frame tokens of the history and, per block, the AdaLN modulation of every
+        # action (time-indexed); a step then only runs attention + MLP over <= history tokens.
         xs = list(self.in_proj(z_hist).unbind(1))
         c_all = self.action_embed(torch.cat([a_hist, actions.to(a_hist.dtype)], dim=1))  # (B, keep-1+H, dim)
+        mods = [blk.modulation(c_all) for blk in self.blocks]                            # (B, keep-1+H, 6*dim)
         z_last, outs = z_hist[:, -1], []
         for h in range(actions.shape[1]):
             win = torch.stack(xs[-self.history:], dim=1)
             n = win.shape[1]
             now = keep - 1 + h  # time index of the newest frame
-            z_last = self._head(self._run(win, c_all[:, now - n + 1: now + 1])[:, -1], z_last)
+            step_mods = [m[:, now - n + 1: now + 1] for m in mods]
+            z_last = self._head(self._run(win, None, step_mods)[:, -1], z_last)
             outs.append(z_last)
             xs.append(self.in_proj(z_last))
         return torch.stack(outs, dim=1)

@@ -153,7 +153,10 @@ class WorldModel(Recipe):
 
     # --- embeddings ---------------------------------------------------------------------------
     def encode(self, x: Tensor) -> Tensor:
-        """Frame embeddings ``(B, C, H, W) -> (B, D)``."""
+        """Frame embeddings ``(B, C, H, W) -> (B, D)``. Call ``model.eval()`` before planning."""
+        if self.training and not self.frozen and x.dim() >= 1 and x.shape[0] < 2:
+            raise ShapeError("encoding a single frame in training mode: the projector's BatchNorm needs batch "
+                             "statistics; call model.eval() first (planning and evaluation always should).")
         return self.encoder(x)
 
     def encode_clip(self, frames: Tensor) -> Tensor:
