@@ -278,3 +278,42 @@ def test_wrap_your_own_gymnasium_env() -> None:
     assert torch.isfinite(obs["state"]).all()
     with pytest.raises(ConfigError, match="reset/step/action_space"):
         wrap_env(object())
+
+
+def test_goal_obs_bouncing() -> None:
+    env = make_env("bouncing", img_size=64, seed=2)
+    obs = env.reset()
+    goal = env.goal_obs()
+    g = env.last_info["goal"]
+    assert torch.allclose(goal["proprio"], torch.as_tensor(g)) and torch.equal(goal["state"][2:], torch.zeros(2))
+    world = BouncingBalls(BouncingConfig(variant="actions", channels=3))
+    assert torch.allclose(goal["pixels"], world.render(torch.as_tensor(g).view(1, 2)), atol=1 / 255 + 1e-6)
+    assert not torch.equal(goal["pixels"], obs["pixels"])
+    assert _wrap().goal_obs() is None  # an env without a goal
+
+
+def test_goal_obs_pusht_leaves_the_live_env_alone() -> None:
+    pytest.importorskip("gym_pusht")
+    a, b = make_env("pusht", img_size=32, seed=4), make_env("pusht", img_size=32, seed=4)
+    oa, ob = a.reset(), b.reset()
+    goal = a.goal_obs()
+    np.testing.assert_allclose(goal["state"][2:].numpy(), a.last_info["goal_pose"], atol=1e-4)
+    assert torch.equal(goal["proprio"], oa["proprio"])  # the agent stays where it is
+    for _ in range(3):
+        oa, *_ = a.step(np.array([0.2, 0.1]))
+        ob, *_ = b.step(np.array([0.2, 0.1]))
+    assert torch.equal(oa["state"], ob["state"]) and torch.equal(oa["pixels"], ob["pixels"])
+    a.close()
+
+
+def test_goal_obs_tworoom() -> None:
+    pytest.importorskip("gymnasium")
+    try:
+        env = make_env("tworoom", img_size=32, seed=1)
+    except MissingDependencyError as e:
+        pytest.skip(f"stable-worldmodel unavailable: {e}")
+    obs = env.reset()
+    goal = env.goal_obs()
+    target = torch.as_tensor(env.last_info["goal_state"])
+    assert torch.allclose(goal["proprio"], target) and torch.allclose(goal["state"][2:], obs["state"][2:])
+    assert goal["pixels"].shape == (3, 32, 32) and not torch.equal(goal["pixels"], obs["pixels"])

@@ -56,7 +56,8 @@ class Adapter:
 
     ``pixels(env, obs) -> (H, W, C)``, ``proprio(env, obs, info) -> (P,)``,
     ``state(env, obs, info) -> (S,)``, ``success(info) -> bool``. ``low``/``high`` are the
-    native action bounds (the env's Box) that [-1, 1] maps onto.
+    native action bounds (the env's Box) that [-1, 1] maps onto. ``goal(env, info)`` (optional)
+    returns the goal of the current episode as ``{"frame": (H, W, C), "proprio", "state"}``.
     """
 
     pixels: Callable[[Any, Any], np.ndarray]
@@ -66,6 +67,7 @@ class Adapter:
     low: np.ndarray
     high: np.ndarray
     max_steps: int = 300
+    goal: Callable[[Any, dict], dict[str, np.ndarray]] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -164,15 +166,28 @@ class Env:
         self.last_info["is_success"] = bool(self.adapter.success(self.last_info))
         return self._obs(), total, done, self.last_info
 
+    def goal_obs(self) -> dict[str, Tensor] | None:
+        """The current episode's goal as an observation (pixels at ``img_size``, proprio, state),
+        e.g. the goal image a planner's cost compares against; ``None`` if the env has no goal.
+        Push-T: the T in its goal pose, agent where it is now; Two-Room: the agent at the target;
+        bouncing: ball 0 at its goal, at rest. Call after ``reset``."""
+        if self.adapter.goal is None:
+            return None
+        g = self.adapter.goal(self.raw, self.last_info)
+        return {"pixels": resize_frame(g["frame"], self.img_size),
+                "proprio": torch.as_tensor(np.asarray(g["proprio"], np.float32).reshape(-1)),
+                "state": torch.as_tensor(np.asarray(g["state"], np.float32).reshape(-1))}
+
     def success(self, info: dict[str, Any] | None = None) -> bool:
         """Whether ``info`` (default: the last step's) reports task success."""
         return bool(self.adapter.success(self.last_info if info is None else info))
 
     def close(self) -> None:
         """Release the raw env (windows, physics spaces)."""
-        close = getattr(self.raw, "close", None)
-        if callable(close):
-            close()
+        for raw in (self.raw, self.adapter.extra.get("goal_env")):
+            close = getattr(raw, "close", None)
+            if callable(close):
+                close()
 
     def __repr__(self) -> str:
         return (f"Env({self.name!r}, img_size={self.img_size}, action_dim={self.action_dim}, "

@@ -70,5 +70,15 @@ class BouncingEnv:
         img = self.world.render(self.pos[0])  # (C, H, W) in [0, 1]
         return (img.permute(1, 2, 0).clamp(0, 1) * 255).round().to(torch.uint8).numpy()
 
+    def goal_view(self) -> dict[str, np.ndarray]:
+        """The goal as an observation: ball 0 at the goal and every ball at rest."""
+        pos = self.pos.clone()
+        pos[0, 0] = torch.as_tensor(self.goal)
+        img = self.world.render(pos[0])
+        state = torch.cat([pos.flatten(1), torch.zeros_like(self.vel).flatten(1)], dim=1)[0].numpy()
+        k = self.config.num_balls
+        return {"frame": (img.permute(1, 2, 0).clamp(0, 1) * 255).round().to(torch.uint8).numpy(),
+                "proprio": state[: 2 * k], "state": state}
+
     def close(self) -> None:
         pass

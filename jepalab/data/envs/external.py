@@ -88,10 +88,25 @@ def make_pusht(**kwargs: Any) -> tuple[Any, Adapter]:
         return np.asarray(obs["agent_pos"] if isinstance(obs, dict) and "agent_pos" in obs
                           else env.unwrapped.agent.position, np.float32)
 
+    extra: dict[str, Any] = {}
+
+    def goal(env: Any, info: dict) -> dict[str, np.ndarray]:
+        # A second env renders the goal so the live simulation is untouched. gym-pusht's
+        # reset_to_state sets the position, then the angle, which turns the T about its centre of
+        # mass (45 px along the stem): start from the position that ends at the goal pose.
+        pose = np.asarray(info.get("goal_pose", [256.0, 256.0, np.pi / 4]), np.float64)
+        agent = np.asarray(info.get("pos_agent", env.unwrapped.agent.position), np.float64)
+        com = pose[:2] + 45.0 * np.array([-np.sin(pose[2]), np.cos(pose[2])])
+        start = com - np.array([0.0, 45.0])
+        if "goal_env" not in extra:
+            extra["goal_env"] = gym.make("gym_pusht/PushT-v0", **opts)
+        obs, ginfo = extra["goal_env"].reset(options={"reset_to_state": [*agent, *start, pose[2]]})
+        return {"frame": _render(extra["goal_env"], obs), "proprio": agent,
+                "state": np.concatenate([agent, np.asarray(ginfo["block_pose"], np.float64)])}
+
     adapter = Adapter(pixels=_render, proprio=proprio, state=state,
                       success=lambda info: bool(info.get("is_success", False)), low=low, high=high,
-                      max_steps=int(getattr(raw.spec, "max_episode_steps", None) or 300),
-                      extra={"goal_pose": [256.0, 256.0, float(np.pi / 4)]})
+                      max_steps=int(getattr(raw.spec, "max_episode_steps", None) or 300), goal=goal, extra=extra)
     return raw, adapter
 
 
@@ -133,12 +148,20 @@ def make_tworoom(**kwargs: Any) -> tuple[Any, Adapter]:
     """stable-worldmodel's Two-Room navigation env (224 px frames, rendered by torch on CPU)."""
     raw = _load_tworoom_class()(**kwargs)
     low, high = _box(raw.action_space, "tworoom")
+    def goal(env: Any, info: dict) -> dict[str, np.ndarray]:
+        target = np.asarray(info.get("goal_state"), np.float32)
+        u = env.unwrapped
+        state = _vector(u._get_obs()).copy()
+        state[:2] = target
+        return {"frame": np.asarray(u._render_frame(agent_pos=u.target_position)).transpose(1, 2, 0),
+                "proprio": target, "state": state}
+
     adapter = Adapter(
         pixels=_render,
         proprio=lambda env, obs, info: np.asarray(info.get("proprio", _vector(obs)[:2]), np.float32),
         state=lambda env, obs, info: _vector(obs),
         success=lambda info: float(info.get("distance_to_target", np.inf)) < 16.0,
-        low=low, high=high, max_steps=100)
+        low=low, high=high, max_steps=100, goal=goal)
     return raw, adapter
 
 
