@@ -69,6 +69,10 @@ class Planner:
     Subclasses implement :meth:`_optimize`.
     """
 
+    #: run ``_optimize`` under ``torch.inference_mode`` (sampling planners); gradient planners need
+    #: autograd and set this False (they run under ``no_grad`` and enable gradients themselves).
+    inference: bool = True
+
     def __init__(
         self,
         model: LatentModel,
@@ -135,9 +139,11 @@ class Planner:
         """Like :meth:`plan` but returns :class:`PlanResult` (actions and cost)."""
         z_hist, goal, a_hist = self._check(z_hist, goal, a_hist)
         init = self._initial_mean(z_hist.shape[0], shift, z_hist.device)
-        with torch.no_grad():
+        with torch.inference_mode() if self.inference else torch.no_grad():
             result = self._optimize(z_hist, goal, a_hist, init)
-        self._prev = result.actions.detach().clone()
+        # clone outside inference mode: callers get ordinary tensors they may use with autograd
+        result = PlanResult(result.actions.clone(), result.cost.clone())
+        self._prev = result.actions.clone()
         self.last = result
         return result
 

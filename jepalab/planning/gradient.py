@@ -28,6 +28,8 @@ class GradientPlanner(Planner):
     bounds. Returns the cheapest sequence seen, including the final iterate.
     """
 
+    inference = False
+
     def __init__(
         self,
         model: LatentModel,
