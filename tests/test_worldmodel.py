@@ -154,6 +154,15 @@ def test_jepalab_run_dir_as_frozen_encoder(tmp_path: Path) -> None:
     with torch.no_grad():
         want = nn.functional.layer_norm(base.encode(x), (32,))
     torch.testing.assert_close(model.encode(x), want)
+    # V-JEPA 2-AC on top of an encoder trained by a JEPA recipe (here a tiny I-JEPA, saved untrained)
+    from jepalab.recipes.ijepa import IJEPA, IJEPAConfig
+
+    IJEPA(IJEPAConfig(img_size=32, in_chans=1, patch_size=8, embed_dim=24, depth=1, heads=2, pred_dim=12,
+                      pred_depth=1, pred_heads=2)).save_pretrained(tmp_path / "ijepa")
+    ac = WorldModel(lewm_config(objective="vjepa2ac", encoder="frozen", frozen_encoder=f"jepalab:{tmp_path / 'ijepa'}"))
+    assert ac.embed_dim == 24 and ac.trainable_parameters()
+    out = ac.training_step(world().batch(0, 2), 0)
+    assert {"teacher_forcing", "rollout"} <= set(out) and torch.isfinite(out["loss"])
 
 
 def test_efficientnet_lite0_plugin_is_real_and_frozen() -> None:
