@@ -149,3 +149,17 @@ def test_save_and_load_round_trip(tmp_path):
     assert isinstance(m2, FutureJEPA) and m2.config.latent_dim == 2
     x = _world().batch(0, 2)["frames"]
     assert torch.allclose(m.encode_clip(x), m2.encode_clip(x), atol=1e-6)
+
+
+def test_relaxed_winner_takes_all_weights_the_losers():
+    torch.manual_seed(0)
+    m = FutureJEPA(FutureConfig(latent_dim=2, latent_samples=4, embed_dim=8, latent_relax=0.2))
+    hist, target = torch.randn(5, 3, 8), torch.randn(5, 8)
+    torch.manual_seed(3)
+    err, _ = m.k_hypotheses(hist, target)
+    best = err.min(1).values
+    want = (0.8 * best + 0.2 * (err.sum(1) - best) / 3).mean()
+    torch.manual_seed(3)
+    assert torch.allclose(m.relaxed_best_of_k(hist, target), want, atol=1e-6)
+    with pytest.raises(ConfigError, match="latent_relax"):
+        FutureJEPA(FutureConfig(latent_dim=2, latent_relax=1.5))

@@ -11,7 +11,9 @@ The latent variable z (``latent_dim > 0``) lets the predictor represent several 
 trained by best-of-K ("winner takes all", as in multiple-hypothesis prediction, Rupprecht et al.
 2017): K values of z ~ N(0, I) are drawn per sample, the loss of the closest prediction is kept,
 so different regions of z-space specialise on different futures and sampling z at test time gives
-distinct predictions instead of their average.
+distinct predictions instead of their average. As in that paper the winner-takes-all is relaxed
+(weight ``1 - latent_relax`` on the best, ``latent_relax`` on the mean of the others): with a hard
+minimum, z values that never win are never trained and land anywhere at test time.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ class FutureConfig:
     loss: str = "l2"
     latent_dim: int = 0          # > 0 enables z
     latent_samples: int = 8      # K in best-of-K
+    latent_relax: float = 0.05   # relaxed winner-takes-all: the K-1 losers share this weight
 
 
 def _check_config(cfg: FutureConfig) -> None:
@@ -53,6 +56,8 @@ def _check_config(cfg: FutureConfig) -> None:
         raise ConfigError(f"model.context_frames must be >= 1, got {cfg.context_frames}.")
     if cfg.latent_dim < 0 or (cfg.latent_dim > 0 and cfg.latent_samples < 1):
         raise ConfigError("model.latent_dim must be >= 0 and model.latent_samples >= 1 when z is used.")
+    if not 0.0 <= cfg.latent_relax < 1.0:
+        raise ConfigError(f"model.latent_relax must be in [0, 1), got {cfg.latent_relax}.")
     if not 0.0 <= cfg.sigreg_weight < 1.0:
         raise ConfigError(f"model.sigreg_weight must be in [0, 1), got {cfg.sigreg_weight}.")
 
@@ -192,14 +197,29 @@ class FutureJEPA(Recipe):
             hist = torch.cat([hist[:, 1:], nxt[:, None]], dim=1)
         return torch.stack(out, dim=1)
 
-    def best_of_k(self, hist: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
-        """Per-sample loss of the best of K latent draws: ``(M, k, D), (M, D) -> (M,), (M, D)``."""
+    def k_hypotheses(self, hist: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+        """Errors and predictions of K latent draws per sample: ``(M, k, D), (M, D) -> (M, K), (M, K, D)``."""
         m, kk = hist.shape[0], self.config.latent_samples
         z = self.sample_latents(m * kk)
         pred = self.predictor(hist.repeat_interleave(kk, 0), z).view(m, kk, -1)
-        err = per_sample_error(pred, target[:, None].expand_as(pred), self.config.loss)  # (M, K)
+        return per_sample_error(pred, target[:, None].expand_as(pred), self.config.loss), pred
+
+    def best_of_k(self, hist: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+        """Per-sample loss of the best of K latent draws and that prediction: ``(M,), (M, D)``."""
+        err, pred = self.k_hypotheses(hist, target)
         best = err.argmin(dim=1)
-        return err.gather(1, best[:, None]).squeeze(1), pred[torch.arange(m), best]
+        return err.gather(1, best[:, None]).squeeze(1), pred[torch.arange(err.shape[0]), best]
+
+    def relaxed_best_of_k(self, hist: Tensor, target: Tensor) -> Tensor:
+        """Relaxed winner-takes-all (Rupprecht et al. 2017): ``(1 - eps) * best + eps * mean of
+        the other K - 1`` per sample, averaged; a scalar."""
+        err, _ = self.k_hypotheses(hist, target)
+        kk, eps = err.shape[1], self.config.latent_relax
+        best = err.min(dim=1).values
+        if kk == 1 or eps == 0.0:
+            return best.mean()
+        others = (err.sum(1) - best) / (kk - 1)
+        return ((1 - eps) * best + eps * others).mean()
 
     # --- training -----------------------------------------------------------------------------
     def training_step(self, batch: dict[str, Tensor], step: int) -> dict[str, Tensor]:
@@ -216,7 +236,7 @@ class FutureJEPA(Recipe):
         hist, _ = windows(emb, k)
         _, target = windows(tgt_seq, k)
         if self.config.latent_dim:
-            pred_loss = self.best_of_k(hist, target)[0].mean()
+            pred_loss = self.relaxed_best_of_k(hist, target)
         else:
             from jepalab.objectives.prediction import prediction_loss
 
