@@ -25,6 +25,9 @@ def _met(x: float, target: float) -> str:
 def findings(r: dict[str, Any]) -> list[str]:
     """Plain-language findings, each carrying the numbers it rests on."""
     m, out = r["models"], []
+    if r.get("size") == "quick":
+        out.append("This is a --quick run: the models trained for a few dozen steps only, so the numbers below are "
+                   "a smoke test of the pipeline, not evidence about the claims (run `jepalab demo` for that).")
     for key in ("jepa", "jepa_z", "pixel"):
         out.append(f"{NAMES[key]} encoder: a linear probe reads the ball position from one frame's embedding "
                    f"with R^2 = {m[key]['probe_pos_r2']:.3f} ({_met(m[key]['probe_pos_r2'], POS_TARGET)}), and the "
@@ -44,10 +47,12 @@ def findings(r: dict[str, Any]) -> list[str]:
                f"({_pct(gap)} apart; same encoder and predictor, the twin adds a decoder).")
     pb = r["pixel_blur"]
     blurred = pb["peak_ratio"] < BLUR_PEAK or pb["two_or_more_blobs"] >= SPLIT_FRAC
+    verdict = ("its predicted frames are mostly empty: the ball fades out." if pb.get("dark_frames", 0.0) > 0.5
+               else "its predictions are visibly dimmed, blurred or split." if blurred
+               else "no marked blur by these thresholds (peak < 75% or >= 2 blobs in 30% of frames).")
     out.append(f"Pixel twin, one step ahead: predicted peak intensity is {_pct(pb['peak_ratio'])} of the true frame's, "
                f"spread x{pb['spread_ratio']:.2f}, two or more blobs in {_pct(pb['two_or_more_blobs'])} of frames: "
-               + ("its predictions are visibly blurred or split." if blurred
-                  else "no marked blur by these thresholds (peak < 75% or >= 2 blobs in 30% of frames)."))
+               + verdict)
     if sto:
         st = r["stochastic"]
         j, px, z, cov = st["jepa"], st["pixel"], st["jepa_z"], st["z_coverage"]

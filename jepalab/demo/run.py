@@ -28,7 +28,7 @@ SIZE_SETTINGS: dict[str, dict[str, int]] = {
     "small": dict(steps=300, batch=64, probe_clips=1024, test_clips=512, horizon=4, z_samples=8, dec_steps=150),
     "base": dict(steps=1200, batch=128, probe_clips=2048, test_clips=1024, horizon=4, z_samples=16, dec_steps=400),
 }
-IMG, RADIUS, SPEED, K, LATENT = 32, 2.5, (2.5, 3.5), 3, 4
+IMG, RADIUS, SPEED, K, LATENT = 32, 2.5, (2.5, 3.5), 3, 2
 
 
 def resolve_device(device: str) -> torch.device:
