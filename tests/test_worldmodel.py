@@ -259,3 +259,13 @@ def test_shipped_configs_build() -> None:
     with torch.inference_mode():
         z = pusht.eval().encode(torch.rand(2, 3, 64, 64))
         assert pusht.rollout(z[:, None].expand(2, 3, 192), torch.rand(2, 5, 10) * 2 - 1).shape == (2, 5, 192)
+
+
+def test_lewm_vit_encoder_trains_end_to_end() -> None:
+    torch.manual_seed(0)
+    model = WorldModel(lewm_config(encoder="vit", patch_size=8, embed_dim=24, enc_depth=1, enc_heads=2, proj_hidden=32))
+    out = model.training_step(world(frames=4).batch(0, 4), 0)
+    out["loss"].backward()
+    assert out["embeddings"].shape == (16, 24) and "sigreg" in out
+    vit_grads = [p.grad for p in model.encoder.parameters()]
+    assert all(g is not None for g in vit_grads) and sum(g.abs().sum() for g in vit_grads) > 0  # no stop-gradient

@@ -143,6 +143,7 @@ class WorldModel(Recipe):
 
     @property
     def frozen(self) -> bool:
+        """True when the encoder is a fixed pretrained module (vjepa2ac / dinowm)."""
         return self.config.encoder == "frozen"
 
     def train(self, mode: bool = True) -> "WorldModel":
