@@ -183,7 +183,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     probes = [p for item in args.probes for p in item.split(",") if p]
     result = evaluate_run(args.run_dir, probes=probes, split=args.split,
-                          baseline=None if args.no_baseline else "random", device=args.device)
+                          baseline=None if args.no_baseline else "random", device=args.device,
+                          state_columns=args.state_columns)
     if args.json:
         print(json.dumps(result, indent=2))
     else:
@@ -306,6 +307,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="probes to run: linear, knn, attentive (default: all)")
     p.add_argument("--split", default="test", help="held-out split of the data source (default: test)")
     p.add_argument("--no-baseline", action="store_true", help="skip the random-init baseline")
+    p.add_argument("--state-columns", nargs="+", type=int, default=None, metavar="I",
+                   help="probe only these state columns (e.g. positions; one frame shows no velocity)")
     p.add_argument("--device", default=None, help="cpu, cuda, mps or auto (default: auto)")
     p.add_argument("--json", action="store_true", help="print the full result as JSON instead of a table")
     p.set_defaults(func=cmd_eval)

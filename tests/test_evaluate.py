@@ -105,12 +105,19 @@ def test_evaluate_run_regression_on_bouncing_state(tmp_path: Path) -> None:
     rd = _train(tmp_path, BOUNCING)
     res = evaluate_run(rd, probes=("linear", "knn", "attentive"), **SMALL)
     assert res["task"] == "regression" and res["metric"] == "r2"
-    assert res["state_columns"] == [0, 1, 2, 3]  # x, y, vx, vy of one ball
+    assert res["state_columns"] == [0, 1, 2, 3] and res["state_names"] == ["x0", "y0", "vx0", "vy0"]
+    assert len(res["models"]["trained"]["details"]["linear"]["r2_per_target"]) == 4
     for m in res["models"].values():
         assert set(m["scores"]) == {"linear", "knn"}
         assert "token outputs" in m["skipped"]["attentive"]  # the frame encoder pools: said, not crashed
         assert all(math.isfinite(s) and s <= 1.0 for s in m["scores"].values())
     assert (rd / EVAL_FILE).is_file()
+    pos = evaluate_run(rd, probes=("linear",), state_columns=[0, 1], baseline=None, write=False, **SMALL)
+    assert pos["state_names"] == ["x0", "y0"] and list(pos["models"]) == ["trained"]
+    # one frame shows where the ball is, not where it goes: positions are easier than the full state
+    assert pos["models"]["trained"]["scores"]["linear"] > res["models"]["trained"]["scores"]["linear"]
+    with pytest.raises(DataError, match="state_columns"):
+        evaluate_run(rd, probes=("linear",), state_columns=[9], write=False, **SMALL)
 
 
 def test_knn_regress_recovers_a_smooth_function() -> None:
@@ -147,6 +154,8 @@ def test_cli_eval_table_json_and_errors(digits_run: Path, capsys: pytest.Capture
     assert main(["eval", str(digits_run), "--probes", "linear", "knn", "--json"]) == 0
     res = json.loads(capsys.readouterr().out)
     assert res["probes"] == ["linear", "knn"] and "random" in res["models"] and "gain" in res
+    with pytest.raises(DataError, match="class labels"):
+        evaluate_run(digits_run, probes=("linear",), state_columns=[0], write=False, **SMALL)
     assert main(["eval", str(tmp_path)]) == 2
     assert "not a jepalab run directory" in capsys.readouterr().err
 

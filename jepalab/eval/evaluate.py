@@ -134,8 +134,9 @@ def knn_regress(train_x: Tensor, train_y: Tensor, test_x: Tensor, test_y: Tensor
 
 
 def run_probes(train: dict[str, Any], test: dict[str, Any], probes: Sequence[str], task: str,
-               attentive_epochs: int = 40, seed: int = 0) -> dict[str, Any]:
-    """Score every probe in ``probes`` plus rank/collapse stats of the held-out features."""
+               attentive_epochs: int = 40, seed: int = 0, device: torch.device | None = None) -> dict[str, Any]:
+    """Score every probe in ``probes`` plus rank/collapse stats of the held-out features
+    (the attentive probe trains on ``device``; the closed-form probes run on the CPU)."""
     from jepalab.eval.attentive import attentive_probe
     from jepalab.eval.monitors import collapse_stats
     from jepalab.eval.probes import knn_classify, linear_classifier, linear_probe
@@ -156,7 +157,8 @@ def run_probes(train: dict[str, Any], test: dict[str, Any], probes: Sequence[str
             if train["tokens"] is None or test["tokens"] is None:
                 out["skipped"][p] = train["token_error"] or test["token_error"] or "no token outputs"
                 continue
-            d = attentive_probe(train["tokens"], ytr, test["tokens"], yte, task=task, epochs=attentive_epochs, seed=seed)
+            d = attentive_probe(train["tokens"], ytr, test["tokens"], yte, task=task, epochs=attentive_epochs, seed=seed,
+                                device=device)
             out["scores"][p], out["details"][p] = d["accuracy" if task == "classification" else "r2"], d
         out["details"].setdefault(p, {})["seconds"] = round(time.perf_counter() - t0, 3)
     stats = collapse_stats(xte)
@@ -217,21 +219,38 @@ def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
         raise
 
 
-def _targets(train: dict[str, Any], test: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    """Decide classification vs regression; drop constant state columns (undefined R^2)."""
+def _targets(train: dict[str, Any], test: dict[str, Any], columns: Sequence[int] | None = None,
+             names: Sequence[str] | None = None) -> tuple[str, dict[str, Any]]:
+    """Decide classification vs regression; for state, keep ``columns`` (all when None) minus
+    constant ones (undefined R^2), and name them when the source names its state columns."""
     y = train["y"]
     if not y.is_floating_point():
+        if columns is not None:
+            raise DataError("state_columns was given but this source has class labels, not a state.")
         classes = int(torch.unique(y).numel())
         if classes < 2:
             raise DataError("the training split has a single class label, so no probe can be scored; use data "
                             "with at least two classes (e.g. sub-folders) or with a 'state'.")
         counts = torch.bincount(test["y"])
         return "classification", {"num_classes": classes, "chance": float(counts.max()) / float(test["y"].numel())}
-    keep = train["y"].float().std(0) > 1e-6
-    if not keep.any():
-        raise DataError("every state column is constant in the training split; nothing to regress.")
-    train["y"], test["y"] = train["y"][:, keep].float(), test["y"][:, keep].float()
-    return "regression", {"state_columns": keep.nonzero().flatten().tolist(), "chance": 0.0}
+    s = y.shape[1]
+    cols = list(range(s)) if columns is None else [int(c) for c in columns]
+    if not cols or any(not 0 <= c < s for c in cols):
+        raise DataError(f"state_columns {list(columns or [])} must be indices in [0, {s}) of the state.")
+    cols = [c for c in cols if float(y[:, c].float().std()) > 1e-6]
+    if not cols:
+        raise DataError("every chosen state column is constant in the training split; nothing to regress.")
+    train["y"], test["y"] = train["y"][:, cols].float(), test["y"][:, cols].float()
+    info: dict[str, Any] = {"state_columns": cols, "chance": 0.0}
+    if names is not None and len(names) == s:
+        info["state_names"] = [str(names[c]) for c in cols]
+    return "regression", info
+
+
+def _state_names(source: Any) -> list[str] | None:
+    names = getattr(source, "state_names", None)
+    names = names() if callable(names) else names
+    return list(names) if isinstance(names, (list, tuple)) else None
 
 
 def evaluate_run(
@@ -245,6 +264,7 @@ def evaluate_run(
     attentive_epochs: int = 20,
     device: str | torch.device | None = None,
     write: bool = True,
+    state_columns: Sequence[int] | None = None,
 ) -> dict[str, Any]:
     """Evaluate the finished model in ``run_dir`` and write ``run_dir/eval.json`` atomically.
 
@@ -252,6 +272,8 @@ def evaluate_run(
     ``split`` (held out), runs ``probes`` (any of ``linear``, ``knn``, ``attentive``), and
     computes effective rank + collapse stats of the held-out features. ``baseline="random"``
     repeats everything for the same architecture at its initial weights (``None`` skips it).
+    For state targets, ``state_columns`` picks columns (e.g. only the positions, which one frame
+    can show; velocities cannot be read from a single frame); R^2 per column is in ``details``.
     Returns the dict written to eval.json: ``task``, ``metric`` (accuracy or r2), ``chance``,
     ``models.trained`` / ``models.random`` (``scores``, ``rank``, ``collapse``, ``skipped``,
     ``details``) and ``gain`` (trained minus random score per probe).
@@ -286,7 +308,7 @@ def evaluate_run(
         m.to(dev)
         feats = {k: featurize(m, v, "attentive" in probes, dev) for k, v in data.items()}
         if "task" not in result:
-            task, info = _targets(feats["train"], feats["test"])
+            task, info = _targets(feats["train"], feats["test"], state_columns, _state_names(sources["train"]))
             keep = info.get("state_columns")
             result.update(task=task, metric="accuracy" if task == "classification" else "r2", **info,
                           n_train=int(feats["train"]["x"].shape[0]), n_test=int(feats["test"]["x"].shape[0]),
@@ -294,7 +316,8 @@ def evaluate_run(
         elif keep is not None:
             for f in feats.values():
                 f["y"] = f["y"][:, keep].float()
-        result["models"][name] = run_probes(feats["train"], feats["test"], probes, result["task"], attentive_epochs, exp.seed)
+        result["models"][name] = run_probes(feats["train"], feats["test"], probes, result["task"], attentive_epochs,
+                                            exp.seed, dev)
     if "random" in result["models"]:
         tr, rn = result["models"]["trained"]["scores"], result["models"]["random"]["scores"]
         result["gain"] = {p: tr[p] - rn[p] for p in tr if p in rn}
@@ -329,6 +352,12 @@ def format_table(result: dict[str, Any]) -> str:
     widths = [max(len(r[i]) for r in [cols, *rows]) for i in range(len(cols))]
     lines = [head, "  ".join(c.ljust(w) for c, w in zip(cols, widths))]
     lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
+    col_names = result.get("state_names") or [f"col{c}" for c in result.get("state_columns", [])]
+    for n in names if result["task"] == "regression" else ():
+        for p, d in result["models"][n]["details"].items():
+            if "r2_per_target" in d:
+                per = ", ".join(f"{c} {v:.2f}" for c, v in zip(col_names, d["r2_per_target"]))
+                lines.append(f"R^2 per state column ({p}, {n}): {per}")
     for n in names:
         for p, why in result["models"][n].get("skipped", {}).items():
             lines.append(f"({n}: {p} skipped: {why})")
