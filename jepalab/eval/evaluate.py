@@ -22,7 +22,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -87,7 +87,7 @@ def _is_clip_model(model: nn.Module) -> bool:
 
 
 # --- features and probes ----------------------------------------------------------------------
-def featurize(model: nn.Module, batches: Sequence[tuple[Tensor, Tensor]], tokens: bool,
+def featurize(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]], tokens: bool,
               device: torch.device) -> dict[str, Any]:
     """Pooled features ``(N, D)`` via ``model.encode``, optional tokens ``(N, T, D)``, targets."""
     from jepalab.eval.attentive import tokens_of
@@ -294,7 +294,7 @@ def evaluate_run(
         raise DataError(f"the run trained on split '{split}'; evaluate on a different held-out split (--split).")
     sources = {"train": build_source(exp.source, train_cfg), "test": build_source(exp.source, _split_config(train_cfg, split))}
     clip = _is_clip_model(model)
-    data = {k: list(iter_examples(s, max_train if k == "train" else max_test, batch_size, clip)) for k, s in sources.items()}
+    limits = {"train": max_train, "test": max_test}
 
     models = {"trained": model}
     if baseline == "random":
@@ -306,7 +306,9 @@ def evaluate_run(
     }
     for name, m in models.items():
         m.to(dev)
-        feats = {k: featurize(m, v, "attentive" in probes, dev) for k, v in data.items()}
+        # inputs are re-read per model (sources are deterministic) rather than held in memory
+        feats = {k: featurize(m, iter_examples(src, limits[k], batch_size, clip), "attentive" in probes, dev)
+                 for k, src in sources.items()}
         if "task" not in result:
             task, info = _targets(feats["train"], feats["test"], state_columns, _state_names(sources["train"]))
             keep = info.get("state_columns")
