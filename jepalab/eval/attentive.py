@@ -78,7 +78,8 @@ def tokens_of(model: nn.Module, x: Tensor) -> Tensor:
 
 
 def embed_tokens(model: nn.Module, inputs: Iterable[Tensor], device: str | torch.device | None = None) -> Tensor:
-    """Concatenate :func:`tokens_of` over batches of inputs -> ``(N, T, D)`` float32 on the CPU."""
+    """Concatenate :func:`tokens_of` over batches of inputs -> ``(N, T, D)`` float32 on the CPU
+    (``N`` inputs, ``T`` tokens each)."""
     chunks = []
     for x in inputs:
         if device is not None:
@@ -166,13 +167,14 @@ def attentive_probe(
 ) -> dict[str, Any]:
     """Train an :class:`AttentiveProbe` on frozen tokens and score it on held-out tokens.
 
-    ``train_tokens`` (N, T, D), ``train_y`` (N,) long labels or (N, K) float targets,
+    ``train_tokens`` (N, T, D) (N samples of T tokens), ``train_y`` (N,) long labels or (N, K) float targets,
     ``test_tokens`` (M, T, D), ``test_y`` likewise. ``task`` defaults to classification for
     integer labels and regression for float targets. Tokens are standardized per channel with
     the training statistics, regression targets to unit variance; AdamW with a cosine schedule,
     minibatches shuffled by a generator seeded with ``seed`` (the result is deterministic on
     one device). Defaults (batch 64, lr 1e-2) were the best of a small grid on a spike-token task
-    and on digits tokens: small CPU datasets give few steps, so the probe needs a brisk lr. Returns ``{"accuracy"}`` (classification) or ``{"r2", "r2_per_target"}``
+    and on digits tokens: small CPU datasets give few steps, so the probe needs a brisk lr.
+    Returns ``{"accuracy"}`` (classification) or ``{"r2", "r2_per_target"}``
     (regression), plus ``train_score``, ``epochs`` and ``task``.
     """
     _check_tokens(train_tokens, train_y, "train")
