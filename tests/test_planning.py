@@ -297,3 +297,26 @@ def test_mpc_rejects_mismatched_env_action_dim():
         run_episode(PointMass(action_dim=3), ctl, PointMass().goal_obs())
     with pytest.raises(ConfigError, match="execute"):
         MPCController(CEM(model, horizon=3), encode, execute=4)
+
+
+@pytest.mark.parametrize("planner_cls", [CEM, MPPI, GradientPlanner])
+def test_planners_drive_the_real_action_conditioned_predictor(planner_cls):
+    """Contract check against jepalab.nn.ac_predictor: history + a_hist shapes, costs consistent."""
+    from jepalab.nn.ac_predictor import ActionConditionedPredictor
+
+    torch.manual_seed(0)
+    net = ActionConditionedPredictor(embed_dim=8, action_dim=4, dim=16, depth=1, heads=2, history=2)
+    for name, p in net.named_parameters():
+        if "modulation" in name or "out_proj" in name:
+            torch.nn.init.normal_(p, std=0.1)  # non-trivial dynamics (the class zero-inits these)
+    net.requires_grad_(False)
+    g = torch.Generator().manual_seed(0)
+    z_hist, goal = torch.randn(2, 2, 8, generator=g), torch.randn(2, 8, generator=g)
+    a_hist = torch.rand(2, 1, 4, generator=g) * 2 - 1
+    kw = dict(iterations=3) if planner_cls is not GradientPlanner else dict(iterations=5, candidates=2)
+    res = planner_cls(net, horizon=3, seed=0, **kw).solve(z_hist, goal, a_hist)
+    assert res.actions.shape == (2, 3, 4) and (res.actions.abs() <= 1 + 1e-6).all()
+    true = latent_cost(net.rollout(z_hist, res.actions, a_hist), goal)
+    assert torch.allclose(true, res.cost, rtol=1e-4, atol=1e-5)
+    zero = latent_cost(net.rollout(z_hist, torch.zeros(2, 3, 4), a_hist), goal)
+    assert (res.cost <= zero + 1e-6).all()  # never worse than the neutral plan it started from
