@@ -343,6 +343,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_collect)
 
     _register_demo(sub)
+    from jepalab.cli_world import register as register_world  # plan, evaluate-planning
+
+    register_world(sub)
     return parser
 
 

@@ -1,0 +1,192 @@
+"""``jepalab plan`` and ``jepalab evaluate-planning``: the world-model commands of the CLI.
+
+Why a separate module: ``cli.py`` stays a small front end; these two commands load a trained
+world model, drive a real environment with a latent planner (receding-horizon MPC) and write
+what happened (a filmstrip + GIF, or a JSON of success rates and plan costs). Registered by
+``cli.build_parser`` through :func:`register`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from jepalab.errors import ConfigError
+
+PLAN_EXAMPLES = """\
+examples:
+  jepalab plan runs/wm_bouncing --env bouncing --env-arg radius=5 --out plans/
+  jepalab plan runs/wm_bouncing --env bouncing --data data/bouncing   (a held-out recorded goal)
+  jepalab plan runs/lewm_pusht --env pusht --planner mppi --samples 300
+"""
+
+EVAL_EXAMPLES = """\
+example:
+  jepalab evaluate-planning runs/wm_bouncing --env bouncing --data data/bouncing --episodes 20
+"""
+
+
+def _env_kwargs(items: list[str]) -> dict[str, Any]:
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--env-arg {item!r}: write KEY=VALUE, e.g. --env-arg radius=5.")
+        out[key] = yaml.safe_load(value)
+    return out
+
+
+def _planner_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    kw: dict[str, Any] = {"horizon": args.horizon}
+    if args.planner in ("cem", "mppi"):
+        kw["samples"] = args.samples
+    if args.iterations is not None:
+        kw["iterations"] = args.iterations
+    if args.planner == "cem":
+        kw["elites"] = min(args.elites, args.samples)
+    return kw
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    """Run one MPC episode toward a goal; save a filmstrip PNG, a GIF and episode.json."""
+    import torch
+
+    from jepalab.data.envs import make_env
+    from jepalab.data.trajectories import read_meta
+    from jepalab.planning.episode_media import save_episode_media
+    from jepalab.planning.evaluate import (check_env_matches, encoder_fn, frame_to_model, load_world_model,
+                                           make_planner, pick_tasks, run_goal_episode)
+    from jepalab.planning.mpc import MPCController
+
+    torch.set_num_threads(args.threads)
+    model = load_world_model(args.run_dir)
+    kwargs = _env_kwargs(args.env_args)
+    if args.data:
+        meta = read_meta(args.data)
+        if meta.get("env") != args.env:
+            raise ConfigError(f"{args.data} was recorded in env '{meta.get('env')}', not '{args.env}'.")
+        kwargs = {**dict(meta.get("env_kwargs") or {}), **kwargs}
+        img = int(meta.get("img_size", 64))
+    else:
+        img = int(model.config.img_size)
+    env = make_env(args.env, img_size=img, seed=args.seed, **kwargs)
+    try:
+        check_env_matches(model, env)
+        planner = make_planner(model, args.planner, seed=args.seed, **_planner_kwargs(args))
+        f = int(model.config.frameskip)
+        ctrl = MPCController(planner, encoder_fn(model), replan_every=f, history=int(model.config.history))
+        if args.data:
+            task = pick_tasks(args.data, 1, args.goal_offset, args.test_every, args.seed)[0]
+            goal = frame_to_model(model, task["goal_frame"])[0]
+            ctrl.reset(goal, env_action_dim=env.action_dim)
+            res = run_goal_episode(env, task, ctrl.act, args.budget, keep_frames=True)
+            goal_img, where = task["goal_frame"], f"held-out episode {task['episode']}, step {task['start']}"
+        else:
+            obs = env.reset(seed=args.seed)
+            goal_obs = env.goal_obs()
+            if goal_obs is None:
+                raise ConfigError(f"env '{args.env}' defines no goal of its own; pass --data DIR to take goals "
+                                  "from recorded episodes.")
+            ctrl.reset(goal_obs, env_action_dim=env.action_dim)
+            res = {"success": env.success(), "steps": 0, "frames": [obs["pixels"]]}
+            while not res["success"] and res["steps"] < args.budget:
+                obs, _r, done, info = env.step(ctrl.act(obs))
+                res["steps"] += 1
+                res["frames"].append(obs["pixels"])
+                res["success"] = env.success(info)
+                if done:
+                    break
+            goal_img, where = goal_obs["pixels"], f"the env's own goal (seed {args.seed})"
+    finally:
+        env.close()
+    out = Path(args.out)
+    paths = save_episode_media(res["frames"], out, goal=goal_img, name=f"plan_{args.env.replace('/', '_')}")
+    summary = {"env": args.env, "planner": args.planner, "goal": where, "success": bool(res["success"]),
+               "steps": int(res["steps"]), "plans": len(ctrl.plan_times),
+               "s_per_plan": (sum(ctrl.plan_times) / len(ctrl.plan_times)) if ctrl.plan_times else None,
+               "final_distance": res.get("final_distance"), "filmstrip": str(paths["filmstrip"]),
+               "gif": str(paths["gif"])}
+    (out / "episode.json").write_text(json.dumps(summary, indent=2))
+    verdict = "reached the goal" if summary["success"] else "did not reach the goal"
+    print(f"{args.planner} on '{args.env}' ({where}): {verdict} in {summary['steps']} steps, "
+          f"{summary['plans']} plans"
+          + (f" at {summary['s_per_plan']:.3f} s/plan" if summary["s_per_plan"] else "") + ".")
+    print(f"wrote {paths['filmstrip']}, {paths['gif']} and {out / 'episode.json'}")
+    return 0
+
+
+def cmd_evaluate_planning(args: argparse.Namespace) -> int:
+    """Plan toward N held-out recorded goals; print and write success rate, s/plan, FLOPs/plan."""
+    import torch
+
+    from jepalab.planning.evaluate import evaluate_planning, load_world_model
+
+    torch.set_num_threads(args.threads)
+    model = load_world_model(args.run_dir)
+    out = Path(args.out) if args.out else Path(args.run_dir) / f"planning_{args.env.replace('/', '_')}.json"
+    r = evaluate_planning(model, args.env, args.data, episodes=args.episodes, goal_offset=args.goal_offset,
+                          budget=args.budget, planner=args.planner, planner_kwargs=_planner_kwargs(args),
+                          test_every=args.test_every, seed=args.seed, baseline=not args.no_baseline, out=out,
+                          progress=not args.no_progress)
+    rnd = r["random_success_rate"]
+    print(f"env {r['env']}, planner {r['planner']}, {r['episodes']} held-out goals ({r['goal_offset']} steps ahead, "
+          f"budget {r['budget']}); success = {r['criterion']}")
+    print(f"success rate   {100 * r['success_rate']:.1f}%" + (f"   (random actions: {100 * rnd:.1f}%)" if rnd is not None
+                                                              else ""))
+    print(f"time per plan  {r['s_per_plan']:.3f} s  ({r['threads']} thread(s), median of {r['plans']} plans)")
+    if r["flops_per_plan"]:
+        print(f"FLOPs per plan {r['flops_per_plan'] / 1e9:.2f} GFLOP = {r['gflops_per_s']:.1f} GFLOP/s")
+    print(f"wrote {out}")
+    return 0
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a finished world-model run (`jepalab train`)")
+    p.add_argument("--env", required=True, help="bouncing, pusht, tworoom (the env the model was trained on)")
+    p.add_argument("--planner", choices=("cem", "mppi", "gradient"), default="cem", help="default cem")
+    p.add_argument("--horizon", type=int, default=5, help="planned model steps (default 5, as LeWM)")
+    p.add_argument("--samples", type=int, default=300, help="candidates per iteration (cem/mppi; default 300)")
+    p.add_argument("--iterations", type=int, default=None, help="optimizer iterations (default: cem 30, mppi 10)")
+    p.add_argument("--elites", type=int, default=30, help="cem elites (default 30)")
+    p.add_argument("--budget", type=int, default=50, help="env steps per episode (default 50)")
+    p.add_argument("--goal-offset", type=int, default=25, help="goal = recorded frame this many steps ahead")
+    p.add_argument("--test-every", type=int, default=10, help="held-out episodes: i %% N == N-1 (default 10)")
+    p.add_argument("--seed", type=int, default=0, help="seed of goal choice, env and planner")
+    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
+
+
+def register(sub: Any) -> None:
+    """Add ``plan`` and ``evaluate-planning`` to the ``jepalab`` sub-command parser."""
+    p = sub.add_parser("plan", help="plan one episode toward a goal with a world model; filmstrip + GIF",
+                       description="Load the world model of RUN_DIR, run receding-horizon MPC in ENV toward a "
+                                   "goal (the env's own, or with --data a held-out recorded frame --goal-offset "
+                                   "steps ahead) and save a filmstrip PNG, a GIF and episode.json in --out.",
+                       epilog=PLAN_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _common(p)
+    p.add_argument("--data", default=None, help="recorded episodes to take a held-out goal from")
+    p.add_argument("--out", default="plans", help="output directory (default plans/)")
+    p.add_argument("--env-arg", dest="env_args", action="append", default=[], metavar="KEY=VALUE",
+                   help="env constructor option, value read as YAML (repeatable; with --data, meta.json's win "
+                        "unless given here)")
+    p.set_defaults(func=cmd_plan)
+
+    p = sub.add_parser("evaluate-planning", help="success rate, time and FLOPs per plan on held-out goals",
+                       description="Plan toward --episodes goals taken from held-out recorded episodes (start = "
+                                   "a recorded state, goal = the frame --goal-offset steps later, --budget env "
+                                   "steps, LeWorldModel's protocol), with a random-action baseline on the same "
+                                   "goals. Writes RUN_DIR/planning_<env>.json (or --out).",
+                       epilog=EVAL_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _common(p)
+    p.add_argument("--data", required=True, help="trajectory directory (`jepalab collect ENV --out DIR`)")
+    p.add_argument("--episodes", type=int, default=20, help="number of held-out goals (default 20)")
+    p.add_argument("--out", default=None, help="result JSON path (default RUN_DIR/planning_<env>.json)")
+    p.add_argument("--no-baseline", action="store_true", help="skip the random-action baseline")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_evaluate_planning)
+
+
+__all__ = ["register", "cmd_plan", "cmd_evaluate_planning"]

@@ -1,0 +1,330 @@
+"""Goal-reaching evaluation of a world model + planner on held-out recorded episodes.
+
+Why this protocol: a world model is only useful if planning in its latent space reaches goals in
+the real environment. LeWorldModel (Maes et al. 2026) and DINO-WM (Zhou et al. 2024) measure it
+the same way, followed here: take a *held-out* recorded episode, put the environment in the state
+recorded at step ``s``, use the frame recorded ``goal_offset`` (25) steps later as the goal image,
+run receding-horizon MPC for at most ``budget`` (50) environment steps and score success with the
+environment's state criterion:
+
+- ``bouncing``: ball 0 within two radii of its position in the goal state (the env's own test).
+- ``pusht``: DINO-WM's / LeWM's state criterion, ``||(agent, block)_xy - goal||_2 < 20`` px and the
+  block's angle within ``pi/9``; NOT gym-pusht's coverage flag, which refers to the env's fixed
+  target pose, not to the recorded goal.
+- ``tworoom``: the agent within 16 px of its goal position (the env's own radius; the env's
+  target is set to the goal so its ``distance_to_target`` is the criterion).
+
+Held-out episodes are those :class:`jepalab.data.trajectories.TrajectorySource` puts in the test
+split (``i % test_every == test_every - 1``), so a model trained on the train split never saw them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from jepalab.errors import ConfigError, DataError, ShapeError
+from jepalab.planning.base import Planner
+
+PLANNERS = ("cem", "mppi", "gradient")
+#: envs whose state can be set exactly from a recorded ``state`` vector
+SETTABLE = ("bouncing", "pusht", "tworoom")
+PUSHT_POS_TOL, PUSHT_ANGLE_TOL = 20.0, math.pi / 9
+_GREY = (0.299, 0.587, 0.114)
+
+
+# ------------------------------------------------------------------------------ model + planner
+def load_world_model(run_dir: str | os.PathLike, device: str | torch.device = "cpu") -> Any:
+    """The finished world model of ``run_dir`` (``save_pretrained`` files), in eval mode."""
+    from jepalab.recipes.base import Recipe
+
+    model = Recipe.from_pretrained(run_dir, map_location=device)
+    if not hasattr(model, "rollout") or not hasattr(model, "encode"):
+        raise ConfigError(f"{run_dir} holds a '{getattr(model, 'name', '?')}' model, which cannot imagine futures; "
+                          "plan with a run of the 'worldmodel' recipe (configs/worldmodel_bouncing.yaml).")
+    return model.to(device).eval().requires_grad_(False)
+
+
+def make_planner(model: Any, name: str = "cem", **kwargs: Any) -> Planner:
+    """``"cem"`` (LeWM defaults: 300 samples, 30 iterations, 30 elites, horizon 5), ``"mppi"`` or
+    ``"gradient"``; ``kwargs`` override the planner's constructor arguments."""
+    from jepalab.planning import CEM, MPPI, GradientPlanner
+
+    if name == "cem":
+        return CEM(model, **{"horizon": 5, "samples": 300, "iterations": 30, "elites": 30, **kwargs})
+    if name == "mppi":
+        return MPPI(model, **{"horizon": 5, "samples": 300, "iterations": 10, **kwargs})
+    if name == "gradient":
+        return GradientPlanner(model, **{"horizon": 5, **kwargs})
+    raise ConfigError(f"Unknown planner '{name}'; choose one of {', '.join(PLANNERS)}.")
+
+
+def frame_to_model(model: Any, frame: Tensor | np.ndarray) -> Tensor:
+    """An env frame ``(C, H, W)`` float in [0, 1] or a recorded ``(H, W, C)`` uint8 frame -> the
+    model's input ``(1, C', S, S)`` (grey conversion and antialiased resize as TrajectorySource)."""
+    x = torch.as_tensor(np.asarray(frame) if isinstance(frame, np.ndarray) else frame)
+    if x.dtype == torch.uint8:
+        x = x.permute(2, 0, 1).float() / 255.0
+    if x.dim() != 3:
+        raise ShapeError(f"a frame must be (C, H, W) or (H, W, C), got {tuple(x.shape)}.")
+    cfg = model.config
+    if cfg.in_chans == 1 and x.shape[0] == 3:
+        x = (x * torch.tensor(_GREY).view(3, 1, 1)).sum(0, keepdim=True)
+    elif cfg.in_chans == 3 and x.shape[0] == 1:
+        x = x.expand(3, -1, -1)
+    if x.shape[0] != cfg.in_chans:
+        raise ShapeError(f"frame has {x.shape[0]} channels; the model takes {cfg.in_chans}.")
+    if tuple(x.shape[-2:]) != (cfg.img_size, cfg.img_size):
+        x = F.interpolate(x[None], size=(cfg.img_size, cfg.img_size), mode="bilinear", align_corners=False,
+                          antialias=True)[0].clamp_(0, 1)
+    return x[None].contiguous()
+
+
+def encoder_fn(model: Any) -> Any:
+    """``obs (dict with "pixels", or a frame) -> (D,)`` embedding, for :class:`MPCController`."""
+    device = next(model.parameters()).device
+
+    def encode(obs: Any) -> Tensor:
+        pix = obs["pixels"] if isinstance(obs, dict) else obs
+        with torch.inference_mode():
+            return model.encode(frame_to_model(model, pix).to(device))[0].float().clone()
+
+    return encode
+
+
+def check_env_matches(model: Any, env: Any) -> None:
+    """Raise ``ShapeError`` when the env's action size is not the model's (per env step)."""
+    want = int(model.config.action_dim)
+    if env.base_action_dim != want or env.action_dim != want:
+        raise ShapeError(f"env '{env.name}' takes {env.action_dim}-dim actions but the world model was trained on "
+                         f"{want}-dim actions (x frameskip {model.config.frameskip}); plan it in the env it was "
+                         "trained on (see the run's data.path meta.json 'env').")
+
+
+# ------------------------------------------------------------------------------ tasks from data
+def held_out_episodes(dataset_dir: str | os.PathLike, test_every: int = 10) -> list[int]:
+    """Indices of the test-split episodes (the rule of ``TrajectorySource``)."""
+    from jepalab.data.trajectories import list_episodes
+
+    if test_every < 1:
+        raise ConfigError(f"test_every={test_every}: held-out evaluation needs a test split (>= 1).")
+    eps = [i for i in list_episodes(dataset_dir) if i % test_every == test_every - 1]
+    if not eps:
+        raise DataError(f"{dataset_dir} has no held-out episodes (episode i is held out when i % {test_every} == "
+                        f"{test_every - 1}); collect at least {test_every} episodes.")
+    return eps
+
+
+def pick_tasks(dataset_dir: str | os.PathLike, count: int, goal_offset: int = 25, test_every: int = 10,
+               seed: int = 0) -> list[dict[str, Any]]:
+    """``count`` start/goal pairs from held-out episodes, cycling over them: a random start ``s``
+    with ``s + goal_offset`` inside the episode. Each task: ``episode, start, state (S,),
+    goal_state (S,), goal_frame (H, W, C) uint8, start_frame``."""
+    from jepalab.data.trajectories import load_episode
+
+    if count < 1 or goal_offset < 1:
+        raise ConfigError(f"episodes={count} and goal_offset={goal_offset} must both be >= 1.")
+    rng = np.random.default_rng(seed)
+    eps = [e for e in held_out_episodes(dataset_dir, test_every)]
+    loaded = {e: load_episode(dataset_dir, e) for e in eps}
+    eps = [e for e in eps if loaded[e]["frames"].shape[0] > goal_offset]
+    if not eps:
+        raise DataError(f"No held-out episode in {dataset_dir} is longer than goal_offset={goal_offset} steps; "
+                        "record longer episodes (jepalab collect --steps) or lower the goal offset.")
+    tasks = []
+    for i in range(count):
+        e = eps[i % len(eps)]
+        ep = loaded[e]
+        s = int(rng.integers(0, ep["frames"].shape[0] - goal_offset))
+        tasks.append({"episode": e, "start": s, "state": ep["state"][s], "goal_state": ep["state"][s + goal_offset],
+                      "start_frame": ep["frames"][s], "goal_frame": ep["frames"][s + goal_offset]})
+    return tasks
+
+
+# ------------------------------------------------------------------------------ env state + success
+def reset_to_state(env: Any, state: np.ndarray, goal_state: np.ndarray) -> dict[str, Tensor]:
+    """Put a jepalab ``Env`` in the recorded ``state`` (goal: ``goal_state``); returns the obs.
+
+    bouncing: positions and velocities are written into the world; Push-T: gym-pusht's
+    ``reset_to_state`` option (its legacy order sets the position, then rotates about the centre
+    of mass 45 px along the stem, so the position passed is shifted to land on the recorded pose);
+    Two-Room: ``reset(options={"state", "target_state"})``.
+    """
+    name, raw = env.name, env.raw.unwrapped if hasattr(env.raw, "unwrapped") else env.raw
+    state, goal_state = np.asarray(state, np.float64), np.asarray(goal_state, np.float64)
+    env.reset()
+    if name == "bouncing":
+        k = raw.config.num_balls
+        raw.pos = torch.as_tensor(state[: 2 * k], dtype=torch.float32).view(1, k, 2)
+        raw.vel = torch.as_tensor(state[2 * k: 4 * k], dtype=torch.float32).view(1, k, 2)
+        raw.goal = goal_state[:2].astype(np.float32)
+        raw_obs, info = raw._state(), raw._info()
+    elif name == "pusht":
+        x, y, th = state[2:5]
+        com = np.array([x, y]) + 45.0 * np.array([-np.sin(th), np.cos(th)])
+        start = com - np.array([0.0, 45.0])
+        raw_obs, info = env.raw.reset(options={"reset_to_state": [state[0], state[1], start[0], start[1], th]})
+    elif name == "tworoom":
+        raw_obs, info = env.raw.reset(options={"state": state[:2].astype(np.float32),
+                                               "target_state": goal_state[:2].astype(np.float32)})
+    else:
+        raise ConfigError(f"jepalab cannot set env '{name}' to a recorded state; goal-reaching evaluation "
+                          f"supports {', '.join(SETTABLE)}.")
+    # the wrapper keeps the raw obs/info of the last reset/step; it has no public setter yet
+    env._raw_obs = raw_obs
+    env.last_info = dict(info)
+    env.last_info["is_success"] = bool(env.adapter.success(env.last_info))
+    return env._obs()
+
+
+def state_success(env: Any, state: np.ndarray, goal_state: np.ndarray) -> tuple[bool, float]:
+    """``(success, distance)`` of the current ``state`` to ``goal_state`` (module docstring)."""
+    s, g = np.asarray(state, np.float64), np.asarray(goal_state, np.float64)
+    if env.name == "bouncing":
+        d = float(np.linalg.norm(s[:2] - g[:2]))
+        return d <= 2 * float(env.raw.config.radius), d
+    if env.name == "pusht":
+        d = float(np.linalg.norm(s[:4] - g[:4]))
+        ang = abs(float(s[4] - g[4])) % (2 * math.pi)
+        ang = min(ang, 2 * math.pi - ang)
+        return d < PUSHT_POS_TOL and ang < PUSHT_ANGLE_TOL, d
+    if env.name == "tworoom":
+        d = float(np.linalg.norm(s[:2] - g[:2]))
+        return d < 16.0, d
+    raise ConfigError(f"no success criterion for env '{env.name}'; supported: {', '.join(SETTABLE)}.")
+
+
+# ------------------------------------------------------------------------------ one episode
+def run_goal_episode(env: Any, task: dict[str, Any], act: Any, budget: int = 50,
+                     keep_frames: bool = False) -> dict[str, Any]:
+    """Run ``act(obs) -> action`` from ``task``'s start for at most ``budget`` env steps, stopping
+    at success. Returns ``success, steps, final_distance`` (and ``frames`` if asked)."""
+    obs = reset_to_state(env, task["state"], task["goal_state"])
+    frames = [obs["pixels"]] if keep_frames else []
+    success, dist = state_success(env, obs["state"].numpy(), task["goal_state"])
+    steps = 0
+    while not success and steps < budget:
+        obs, _r, done, _info = env.step(act(obs))
+        steps += 1
+        if keep_frames:
+            frames.append(obs["pixels"])
+        success, dist = state_success(env, obs["state"].numpy(), task["goal_state"])
+        if done:
+            break
+    return {"success": bool(success), "steps": steps, "final_distance": dist, "frames": frames}
+
+
+def plan_flops(planner: Planner, z: Tensor, goal: Tensor) -> int:
+    """FLOPs of one full plan from history ``z (1, k, D)`` (``FlopCounterMode``; matmuls and
+    attention only, so a lower bound on the work)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    planner.reset()
+    with FlopCounterMode(display=False) as fc:
+        planner.solve(z, goal)
+    planner.reset()
+    return int(fc.get_total_flops())
+
+
+def evaluate_planning(model: Any, env_name: str, dataset_dir: str | os.PathLike, episodes: int = 10,
+                      goal_offset: int = 25, budget: int = 50, planner: str = "cem",
+                      planner_kwargs: dict[str, Any] | None = None, test_every: int = 10, seed: int = 0,
+                      baseline: bool = True, out: str | os.PathLike | None = None,
+                      progress: bool = False) -> dict[str, Any]:
+    """Plan toward ``episodes`` held-out goals; success rate, time and FLOPs per plan (+ a random-
+    action baseline on the same tasks). Writes the result as JSON to ``out`` when given.
+
+    ``model``: a ``WorldModel`` (or anything with ``encode``, ``rollout``, ``config``).
+    Returns ``dict(env, planner, episodes, success_rate, successes, random_success_rate,
+    mean_steps, s_per_plan, plans, flops_per_plan, per_episode=[...])``.
+    """
+    from jepalab.data.envs import make_env
+    from jepalab.data.trajectories import read_meta
+    from jepalab.planning.mpc import MPCController
+
+    if budget < 1:
+        raise ConfigError(f"budget={budget}: give at least 1 env step.")
+    meta = read_meta(dataset_dir)
+    if meta.get("env") != env_name:
+        raise ConfigError(f"{dataset_dir} was recorded in env '{meta.get('env')}', not '{env_name}'; "
+                          "evaluate in the env the episodes come from.")
+    model.eval()
+    env = make_env(env_name, img_size=int(meta.get("img_size", 64)), seed=seed,
+                   frameskip=int(meta.get("frameskip", 1)), frameskip_mode=meta.get("frameskip_mode", "repeat"),
+                   **dict(meta.get("env_kwargs") or {}))
+    try:
+        check_env_matches(model, env)
+        tasks = pick_tasks(dataset_dir, episodes, goal_offset, test_every, seed)
+        pl = make_planner(model, planner, **{"seed": seed, **(planner_kwargs or {})})
+        f = int(model.config.frameskip)
+        ctrl = MPCController(pl, encoder_fn(model), replan_every=f, execute=1, history=int(model.config.history))
+        rows, plan_times, flops = [], [], None
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(tasks), desc=f"plan {env_name}", unit="ep")
+        for i, task in enumerate(tasks):
+            ctrl.reset(frame_to_model(model, task["goal_frame"])[0], env_action_dim=env.action_dim)
+            if flops is None:
+                z = ctrl.encode_fn(frame_to_model(model, task["start_frame"])[0])[None, None]
+                flops = plan_flops(pl, z, ctrl.goal[None])
+            t0 = time.perf_counter()
+            res = run_goal_episode(env, task, ctrl.act, budget)
+            row = {"episode": task["episode"], "start": task["start"], "success": res["success"],
+                   "steps": res["steps"], "final_distance": res["final_distance"], "plans": len(ctrl.plan_times),
+                   "wall_s": time.perf_counter() - t0}
+            plan_times += ctrl.plan_times
+            if baseline:
+                rng = np.random.default_rng(seed * 100003 + i)
+                rnd = run_goal_episode(env, task, lambda _o: rng.uniform(-1, 1, env.action_dim).astype(np.float32),
+                                       budget)
+                row["random_success"] = rnd["success"]
+            rows.append(row)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(success=f"{sum(r['success'] for r in rows)}/{len(rows)}")
+        if bar is not None:
+            bar.close()
+    finally:
+        env.close()
+    s_plan = float(np.median(plan_times)) if plan_times else float("nan")
+    result: dict[str, Any] = {
+        "env": env_name, "dataset": str(dataset_dir), "planner": planner,
+        "planner_kwargs": {k: v for k, v in (planner_kwargs or {}).items()}, "episodes": len(rows),
+        "goal_offset": goal_offset, "budget": budget, "test_every": test_every, "seed": seed,
+        "criterion": _CRITERIA.get(env_name, "?"),
+        "success_rate": sum(r["success"] for r in rows) / len(rows), "successes": sum(r["success"] for r in rows),
+        "random_success_rate": (sum(r["random_success"] for r in rows) / len(rows)) if baseline else None,
+        "mean_steps": float(np.mean([r["steps"] for r in rows])), "plans": len(plan_times),
+        "s_per_plan": s_plan, "flops_per_plan": flops,
+        "gflops_per_s": (flops / s_plan / 1e9) if flops and plan_times else None,
+        "threads": torch.get_num_threads(), "per_episode": rows,
+    }
+    if out is not None:
+        path = Path(out)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(json.dumps(result, indent=2, default=float))
+        tmp.replace(path)
+    return result
+
+
+_CRITERIA = {
+    "bouncing": "ball 0 within 2 radii of its goal position",
+    "pusht": "state criterion (DINO-WM/LeWM): ||agent+block xy - goal|| < 20 px and angle < pi/9",
+    "tworoom": "agent within 16 px of the goal position",
+}
+
+__all__ = ["PLANNERS", "SETTABLE", "evaluate_planning", "load_world_model", "make_planner", "frame_to_model",
+           "encoder_fn", "check_env_matches", "held_out_episodes", "pick_tasks", "reset_to_state",
+           "state_success", "run_goal_episode", "plan_flops"]
