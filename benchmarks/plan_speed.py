@@ -143,11 +143,14 @@ def write_table(args: argparse.Namespace, peak, rows: list[tuple]) -> None:
     lines += [f"| {r[0]} | {r[1]} | {r[2]:.2f} | {r[3]:.2f} | {r[4]:.1f} | {r[5]:.1f} | {r[6]:.0f}% |" for r in rows]
     lines += [
         "",
-        "FLOPs are what `torch.utils.flop_counter.FlopCounterMode` counts (matmuls and attention; "
-        "layer norms and activations are not counted), so the % of peak is a lower bound on work done. "
-        "The machine is shared with other jobs: timings are noisy upwards. "
-        "A plan's FLOPs are fixed by the predictor (about 36 GFLOP per CEM iteration of 300 candidates x 5 steps "
-        "x a 3-frame window): 30 iterations need about 1.1 TFLOP, so 1 s per plan would need 1.1 TFLOP/s.",
+        "FLOPs are what `torch.utils.flop_counter.FlopCounterMode` counts: here the matmuls (the CPU "
+        "flash-attention kernel, layer norms and activations are not counted), so the % of peak is a lower bound "
+        "on work done. The machine is shared with other jobs: timings are noisy upwards.",
+        "",
+        f"Why 1 s per LeWM plan is out of reach on this CPU: the plan's work is fixed by the predictor, "
+        f"{rows[0][4]:.0f} GFLOP for the first row (every candidate runs 6 blocks over a 3-frame window at each of "
+        f"5 steps), so 1 s per plan would take {rows[0][4]:.0f} GFLOP/s, "
+        f"{rows[0][4] / peak.peak_gflops:.1f}x the measured GEMM peak.",
     ]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines) + "\n")
