@@ -30,8 +30,8 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     )
     p.add_argument("--variant", choices=VARIANTS, default="stochastic",
                    help="world: 'stochastic' (random kicks -> two possible futures), "
-                        "'deterministic', or 'distractors' (extra moving balls)")
-    p.add_argument("--size", choices=SIZES, default="small", help="model/training size")
+                        "'deterministic', or 'distractors' (random dots redrawn every frame)")
+    p.add_argument("--size", choices=SIZES, default="small", help="training length and number of test clips (models are the same ~0.3M-parameter nets)")
     p.add_argument("--device", default="auto", help="cpu, cuda, mps or auto (default)")
     p.add_argument("--quick", action="store_true", help="tiny run that finishes in under a minute")
     p.add_argument("--out", dest="out_dir", default=None,

@@ -73,7 +73,6 @@ def measure_all(models: dict[str, Any], decoders: dict[str, Any], probe: Clips, 
     results["decoded_jepa_blur"] = _mean_blur(dec_pred, test.frames[:, k])
     results["decoder_fidelity_blur"] = _mean_blur(dec_true, test.frames[:, k])
     results["models"]["jepa_z"]["z_spread"] = z_sample_spread(models["jepa_z"], jz["embeddings"][:, :k], 4, gen)
-    results["models"]["jepa"]["z_spread"] = 0.0
 
     arrays: dict[str, Any] = {
         "pca": {"JEPA": jepa["embeddings"][:, 0].numpy(), "pixel twin": pix["embeddings"][:, 0].numpy(),
