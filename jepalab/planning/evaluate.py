@@ -125,10 +125,11 @@ def held_out_episodes(dataset_dir: str | os.PathLike, test_every: int = 10) -> l
 
 
 def pick_tasks(dataset_dir: str | os.PathLike, count: int, goal_offset: int = 25, test_every: int = 10,
-               seed: int = 0) -> list[dict[str, Any]]:
+               seed: int = 0, accept: Any = None) -> list[dict[str, Any]]:
     """``count`` start/goal pairs from held-out episodes, cycling over them: a random start ``s``
     with ``s + goal_offset`` inside the episode. Each task: ``episode, start, state (S,),
-    goal_state (S,), goal_frame (H, W, C) uint8, start_frame``."""
+    goal_state (S,), goal_frame (H, W, C) uint8, start_frame``. ``accept(state, goal_state)``
+    (optional) rejects pairs, e.g. those already solved at the start (up to 20 redraws each)."""
     from jepalab.data.trajectories import load_episode
 
     if count < 1 or goal_offset < 1:
@@ -144,7 +145,10 @@ def pick_tasks(dataset_dir: str | os.PathLike, count: int, goal_offset: int = 25
     for i in range(count):
         e = eps[i % len(eps)]
         ep = loaded[e]
-        s = int(rng.integers(0, ep["frames"].shape[0] - goal_offset))
+        for _ in range(20):
+            s = int(rng.integers(0, ep["frames"].shape[0] - goal_offset))
+            if accept is None or accept(ep["state"][s], ep["state"][s + goal_offset]):
+                break
         tasks.append({"episode": e, "start": s, "state": ep["state"][s], "goal_state": ep["state"][s + goal_offset],
                       "start_frame": ep["frames"][s], "goal_frame": ep["frames"][s + goal_offset]})
     return tasks
@@ -263,7 +267,9 @@ def evaluate_planning(model: Any, env_name: str, dataset_dir: str | os.PathLike,
                    **dict(meta.get("env_kwargs") or {}))
     try:
         check_env_matches(model, env)
-        tasks = pick_tasks(dataset_dir, episodes, goal_offset, test_every, seed)
+        # a goal already reached at the start says nothing about planning: draw another start
+        tasks = pick_tasks(dataset_dir, episodes, goal_offset, test_every, seed,
+                           accept=lambda s, g: not state_success(env, s, g)[0])
         pl = make_planner(model, planner, **{"seed": seed, **(planner_kwargs or {})})
         f = int(model.config.frameskip)
         ctrl = MPCController(pl, encoder_fn(model), replan_every=f, execute=1, history=int(model.config.history))
