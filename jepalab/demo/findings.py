@@ -37,6 +37,10 @@ def findings(r: dict[str, Any]) -> list[str]:
     s = (f"JEPA predictions: the same position probe (fit on true embeddings) applied to *predicted* embeddings "
          f"gives R^2 = {p1:.3f} one step ahead ({_met(p1, PRED_TARGET)}) and "
          f"{m['jepa']['pred_r2'][-1]:.3f} after {len(m['jepa']['pred_r2'])} steps.")
+    if "pred_r2_robust" in m["jepa"]:
+        rb = m["jepa"]["pred_r2_robust"][0]
+        s += (f" With a fixed ridge of 1e-3 instead of the GCV choice (which can lean on directions a predictor "
+              f"does not reproduce) it is {rb:.3f} one step ahead ({_met(rb, PRED_TARGET)}).")
     if sto:
         s += (f" In this stochastic world the horizontal future is a coin flip, so R^2 against the realized future "
               f"is capped; for the vertical coordinate alone (no kicks) it is {m['jepa']['pred_r2_y'][0]:.3f}.")

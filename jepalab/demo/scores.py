@@ -41,7 +41,7 @@ def _safe_centroid(frames: Tensor) -> Tensor:
 
 def _public(d: dict[str, Any]) -> dict[str, Any]:
     """Drop tensors / helper objects, keep JSON-able numbers."""
-    keep = ("probe_pos_r2", "probe_vel_r2", "pred_r2", "pred_r2_y", "collapse")
+    keep = ("probe_pos_r2", "probe_vel_r2", "pred_r2", "pred_r2_y", "pred_r2_robust", "collapse")
     return {k: d[k] for k in keep if k in d}
 
 

@@ -58,9 +58,11 @@ def model_table(results: dict[str, Any]) -> str:
         d = m[k]
         pred = d.get("pred_r2", d.get("centroid_r2", []))
         rows.append([name, results.get("params", {}).get(k, float("nan")), d["probe_pos_r2"], d["probe_vel_r2"],
-                     pred, d["collapse"]["rank"], d["collapse"]["std"], bool(d["collapse"]["collapsed"])])
+                     pred, d.get("pred_r2_robust", "-"), d["collapse"]["rank"], d["collapse"]["std"],
+                     bool(d["collapse"]["collapsed"])])
     return _table(["model", "trainable params", "position probe R\u00b2", "velocity probe R\u00b2 (2 frames)",
-                   "prediction R\u00b2 at +1, +2, ... steps*", "effective rank", "norm. std", "collapsed"], rows)
+                   "prediction R\u00b2 at +1, +2, ... steps*", "same, probe ridge 1e-3", "effective rank",
+                   "norm. std", "collapsed"], rows)
 
 
 def _blur_rows(results: dict[str, Any]) -> list[list[Any]]:
