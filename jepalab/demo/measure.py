@@ -63,8 +63,8 @@ def embed(model: Any, frames: Tensor, batch_size: int = 128) -> Tensor:
 class Readout:
     """The position probe as a function, to see *where* a probed prediction lands.
 
-    ``linear_probe`` returns scores only; this re-solves the same standardized ridge problem with
-    the alpha that ``linear_probe`` chose, so positions and the reported R^2 agree.
+    ``linear_probe`` returns scores only; this solves the same standardized ridge problem (same
+    features, penalty ``alpha * N``) so its positions agree with ``linear_probe(..., ridge=alpha)``.
     """
 
     def __init__(self, x: Tensor, y: Tensor, alpha: float) -> None:
@@ -105,7 +105,8 @@ def probe_model(model: Any, train: Clips, test: Clips, k: int, horizon: int, rol
     vel = linear_probe(pair(etr), train.state[:, 1:, 2:4].reshape(-1, 2), pair(ete), test.state[:, 1:, 2:4].reshape(-1, 2))
     out: dict[str, Any] = {
         "probe_pos_r2": pos["r2"], "probe_vel_r2": vel["r2"],
-        "readout": Readout(etr.reshape(-1, d), train.state[..., :2].reshape(-1, 2), pos["ridge"]),
+        # the readout places *predicted* embeddings, so it uses the robust ridge (see ROBUST_RIDGE)
+        "readout": Readout(etr.reshape(-1, d), train.state[..., :2].reshape(-1, 2), ROBUST_RIDGE),
         "embeddings": ete, "collapse": collapse_stats(ete.reshape(-1, d)),
     }
     if rollout:
