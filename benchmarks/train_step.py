@@ -89,12 +89,14 @@ class Method:
 class JepalabStep(Method):
     """jepalab's recipe driven the way ``jepalab.train`` drives it (minus logging/checkpoints)."""
 
-    def __init__(self, s: Shape, compile_: bool = False) -> None:
+    def __init__(self, s: Shape, compile_: bool = False, context_scale: tuple[float, float] = (0.85, 1.0)) -> None:
         super().__init__()
         from jepalab.recipes.ijepa import IJEPA, IJEPAConfig
 
         self.name = "jepalab+compile" if compile_ else "jepalab"
-        cfg = IJEPAConfig(
+        if context_scale != (0.85, 1.0):
+            self.name += f" (context {context_scale[0]}-{context_scale[1]})"
+        cfg = IJEPAConfig(context_scale=context_scale,
             img_size=s.img, in_chans=3, patch_size=s.patch, encoder="vit", embed_dim=s.dim, depth=s.depth,
             heads=s.heads, mlp_ratio=4.0, pred_dim=s.pred_dim, pred_depth=s.pred_depth, pred_heads=s.pred_heads,
             num_targets=s.targets, loss="smooth_l1", total_steps=10_000,
@@ -202,16 +204,16 @@ def count_flops(method: Method, images: Tensor, seeds: list[int]) -> float:
 def time_interleaved(
     methods: list[Method], images: Tensor, seeds: list[int], warmup: int, rounds: int
 ) -> dict[str, list[float]]:
-    """Per-step wall times, alternating methods every round (one pass over ``seeds`` each)."""
+    """Per-step wall times; methods alternate step by step (order reversed every round), so a
+    burst of load from other processes lands on all of them alike."""
     for m in methods:
         for i in range(warmup):
             m.step(images, seeds[i % len(seeds)])
         m.ctx_tokens.clear()
     times: dict[str, list[float]] = {m.name: [] for m in methods}
     for r in range(rounds):
-        order = methods if r % 2 == 0 else methods[::-1]
-        for m in order:
-            for sd in seeds:
+        for sd in seeds:
+            for m in methods if r % 2 == 0 else methods[::-1]:
                 t0 = time.perf_counter()
                 m.step(images, sd)
                 times[m.name].append(time.perf_counter() - t0)
@@ -310,6 +312,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--compile", action="store_true", help="also time jepalab with torch.compile")
     p.add_argument("--no-lightly", action="store_true", help="jepalab only (e.g. in .venv without torchvision)")
     p.add_argument("--profile", action="store_true", help="append torch.profiler breakdowns")
+    p.add_argument("--match-context", type=float, nargs=2, metavar=("LO", "HI"), default=None,
+                   help="also time jepalab with this context_scale (e.g. 0.72 0.78 gives lightly's 7x7 "
+                   "context block on an 8x8 grid: equal work per sample)")
     p.add_argument("--out", type=Path, default=None, help="also write the markdown report here")
     a = p.parse_args(argv)
     if a.threads < 1 or a.seeds < 1 or a.rounds < 1 or a.batch < 1:
@@ -329,6 +334,8 @@ def main(argv: list[str] | None = None) -> None:
         except ImportError as e:
             p.error(f"lightly is not importable here ({e}); run in .venv-bench (scripts/setup_bench_env.sh) "
                     "or pass --no-lightly.")
+    if a.match_context:
+        methods.append(JepalabStep(shape, context_scale=tuple(a.match_context)))
     if a.compile:
         methods.append(JepalabStep(shape, compile_=True))
     images = torch.rand(shape.batch, 3, shape.img, shape.img, generator=torch.Generator().manual_seed(0))
