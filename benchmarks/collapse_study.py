@@ -213,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(run_variant(d, a.steps, a.batch, a.seed, Path(tmp) / d, probe))
             print(rows[-1], flush=True)
         for r in [x.strip() for x in a.references.split(",") if x.strip()]:
-            rows.append(run_reference(r, a.steps, a.batch, a.seed, Path(tmp) / r, probe))
+            rows.append(run_reference(r, a.steps, a.batch, a.seed, Path(tmp) / f"reference_{r}", probe))
             print(rows[-1], flush=True)
     cmd = " ".join(["benchmarks/collapse_study.py", *(sys.argv[1:] if argv is None else argv)])
     header = ["# Collapse study: the same I-JEPA with different anti-collapse devices", "",

@@ -346,6 +346,27 @@ def compare_lines(rows: list[dict[str, Any]]) -> list[str]:
     return out
 
 
+def speed_ab(pair: tuple[Method, Method], st: Setting, steps: int, rounds: int, seed: int) -> dict[str, float]:
+    """Interleaved A/B timing of a jepalab row and its lightly twin: ``rounds`` alternating
+    training calls of ``steps`` steps each (A B B A A B ...), median images/s of each side.
+
+    Why: on a shared CPU the load changes from minute to minute, so one run per side measures
+    the neighbours as much as the code; alternating short runs exposes both to the same load.
+    """
+    got: dict[str, list[float]] = {"a": [], "b": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(rounds):
+            order = ("a", "b") if r % 2 == 0 else ("b", "a")
+            for side in order:
+                m = pair[0] if side == "a" else pair[1]
+                model = build_model(m, steps, seed)
+                t0 = time.perf_counter()
+                train(model, st.image_source, train_cfg(m, steps), Path(tmp) / f"{side}{r}", seed=seed)
+                got[side].append(steps * m.batch_size / (time.perf_counter() - t0))
+    a, b = sorted(got["a"])[rounds // 2], sorted(got["b"])[rounds // 2]
+    return {"jepalab": a, "lightly": b, "ratio": a / b}
+
+
 def lightly_status() -> str | None:
     """``None`` when lightly's losses import, else the reason (printed in the table)."""
     try:
@@ -373,6 +394,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1, help="torch threads (the CPU is shared)")
     p.add_argument("--quick", action="store_true", help="tiny smoke run: 20 steps, small probe sets")
     p.add_argument("--methods", default="", help="comma list of row labels to run (default: all)")
+    p.add_argument("--speed-only", action="store_true",
+                   help="only the interleaved jepalab/lightly A/B speed test (writes results/ssl_speed.md)")
+    p.add_argument("--speed-steps", type=int, default=30)
+    p.add_argument("--speed-rounds", type=int, default=5)
     p.add_argument("--no-lightly", action="store_true", help="skip the lightly twins even if importable")
     p.add_argument("--out", default=str(RESULTS / "ssl_table.md"))
     a = p.parse_args(argv)
@@ -389,7 +414,22 @@ def main(argv: list[str] | None = None) -> int:
           f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), CPU fp32, seed {a.seed}, "
           f"{steps} (MNIST) / {20 if a.quick else a.video_steps} (video) steps per run; load average (1/5/15 min) at start: {load0}."]
     md.append(f"lightly: {why_no_lightly or 'lightly ' + __import__('lightly').__version__ + ' (loss and head from lightly, backbone, views, data, trainer from jepalab)'}")
-    for ds in [d.strip() for d in a.datasets.split(",") if d.strip()]:
+    if a.speed_only:
+        if why_no_lightly is not None:
+            raise MissingDependencyError(f"--speed-only compares with lightly, but {why_no_lightly}; "
+                                         "run it with .venv-bench/bin/python (scripts/setup_bench_env.sh).")
+        md[0] = "# jepalab vs lightly: interleaved A/B training speed"
+        md += ["", f"Each pair alternates {a.speed_rounds} training calls of {a.speed_steps} steps per side (ABBA...), "
+               "same backbone, views, data, trainer; median images/s per side.", "",
+               "| dataset | method | batch | jepalab img/s | lightly img/s | ratio jepalab/lightly |", "|---|---|---|---|---|---|"]
+    for ds in [d.strip() for d in a.datasets.split(",") if d.strip()] if a.speed_only else []:
+        st = mnist_setting(a.mnist_train, 64, 64, seed=a.seed) if ds == "mnist" else video_setting(64, 64, seed=a.seed)
+        ms = [m for m in methods_for(st, with_lightly=True) if m.recipe in VIEW_METHODS]
+        for jm, lm in zip(ms[0::2], ms[1::2]):
+            r = speed_ab((jm, lm), st, a.speed_steps, a.speed_rounds, a.seed)
+            md.append(f"| {st.name} | {jm.label} | {jm.batch_size} | {r['jepalab']:.0f} | {r['lightly']:.0f} | {r['ratio']:.2f}x |")
+            print(md[-1], flush=True)
+    for ds in [d.strip() for d in a.datasets.split(",") if d.strip()] if not a.speed_only else []:
         if ds == "mnist":
             n = 2000 if a.quick else a.mnist_train
             st = mnist_setting(n, 1000 if a.quick else 5000, 500 if a.quick else 2000, seed=a.seed)
@@ -414,7 +454,7 @@ def main(argv: list[str] | None = None) -> int:
         md += ["", f"## {st.name}", "", st.note + ".", "", *fmt_rows(rows, st.kind), ""]
         md += compare_lines(rows) or ["- lightly columns: " + (why_no_lightly or "no lightly twin for these methods")]
     md += ["", f"Total wall time {time.perf_counter() - t_start:.0f} s; load average at end: {loadavg()}.", ""]
-    out = Path(a.out)
+    out = Path(a.out if not (a.speed_only and a.out == str(RESULTS / "ssl_table.md")) else RESULTS / "ssl_speed.md")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(md))
     print("\n".join(md))
