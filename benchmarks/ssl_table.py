@@ -419,6 +419,8 @@ def main(argv: list[str] | None = None) -> int:
             raise MissingDependencyError(f"--speed-only compares with lightly, but {why_no_lightly}; "
                                          "run it with .venv-bench/bin/python (scripts/setup_bench_env.sh).")
         md[0] = "# jepalab vs lightly: interleaved A/B training speed"
+        md[4] = md[4].replace(f"{steps} (MNIST) / {20 if a.quick else a.video_steps} (video) steps per run",
+                              f"{a.speed_steps}-step runs")
         md += ["", f"Each pair alternates {a.speed_rounds} training calls of {a.speed_steps} steps per side (ABBA...), "
                "same backbone, views, data, trainer; median images/s per side.", "",
                "| dataset | method | batch | jepalab img/s | lightly img/s | ratio jepalab/lightly |", "|---|---|---|---|---|---|"]
