@@ -54,7 +54,9 @@ class LeJEPA(Recipe):
         h, z = self.backbone.views(batch)
         zs = torch.stack(z)  # (V, B, P)
         centre = zs.mean(dim=0, keepdim=True)
-        pred = (zs - centre).pow(2).sum(-1).mean()
+        # Mean over views, samples AND projection dims, as in the paper: lambda then has the
+        # paper's meaning (a per-dim sum would shrink lambda's effect by the projection width).
+        pred = (zs - centre).pow(2).mean()
         # Same projections for all views in a step, and (seeded by step) on every DDP rank.
         sig = torch.stack([self.sigreg(zv, step=step) for zv in z]).mean()
         lam = self.config.sigreg_weight
