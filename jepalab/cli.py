@@ -52,6 +52,12 @@ def _has_run(run_dir: Path) -> bool:
     return (run_dir / "log.jsonl").is_file() or (ckpt.is_dir() and any(ckpt.iterdir()))
 
 
+def _say(msg: str) -> None:
+    """Print once per job: under torchrun only rank 0 talks."""
+    if os.environ.get("RANK", "0") == "0":
+        print(msg, flush=True)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     """Load and validate the config, refuse to clobber an existing run, then train."""
     from jepalab.config import load_experiment
@@ -63,9 +69,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise ConfigError(f"{run_dir} already holds a run. Continue it with `jepalab resume {run_dir}`, "
                           "or start a new one with --run-dir NEW_DIR.")
     steps = getattr(exp.train, "steps", "?")
-    print(f"Training '{exp.recipe}' on '{exp.source}' for {steps} steps -> {run_dir}", flush=True)
+    _say(f"Training '{exp.recipe}' on '{exp.source}' for {steps} steps -> {run_dir}")
     run(exp, run_dir, resume=False)
-    print(f"Done. Inspect the run with: jepalab info {run_dir}")
+    _say(f"Done. Inspect the run with: jepalab info {run_dir}")
     return 0
 
 
@@ -80,9 +86,9 @@ def cmd_resume(args: argparse.Namespace) -> int:
         raise CheckpointError(f"{run_dir} is not a jepalab run directory: it has no {EXPERIMENT_FILE}. "
                               "Pass the directory that `jepalab train` wrote (default runs/<name>).")
     exp = load_experiment(cfg, _overrides(args))
-    print(f"Resuming '{exp.recipe}' in {run_dir} (until step {getattr(exp.train, 'steps', '?')})", flush=True)
+    _say(f"Resuming '{exp.recipe}' in {run_dir} (until step {getattr(exp.train, 'steps', '?')})")
     run(exp, run_dir, resume=True)
-    print(f"Done. Inspect the run with: jepalab info {run_dir}")
+    _say(f"Done. Inspect the run with: jepalab info {run_dir}")
     return 0
 
 
