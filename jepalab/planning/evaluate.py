@@ -327,7 +327,7 @@ def evaluate_planning(model: Any, env_name: str, dataset_dir: str | os.PathLike,
 
 _CRITERIA = {
     "bouncing": "ball 0 within 2 radii of its goal position",
-    "pusht": "state criterion (DINO-WM/LeWM): ||agent+block xy - goal|| < 20 px and angle < pi/9",
+    "pusht": "state criterion of DINO-WM/LeWM: agent+block xy within 20 px (L2) and block angle within pi/9",
     "tworoom": "agent within 16 px of the goal position",
 }
 
