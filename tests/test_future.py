@@ -163,3 +163,74 @@ def test_relaxed_winner_takes_all_weights_the_losers():
     assert torch.allclose(m.relaxed_best_of_k(hist, target), want, atol=1e-6)
     with pytest.raises(ConfigError, match="latent_relax"):
         FutureJEPA(FutureConfig(latent_dim=2, latent_relax=1.5))
+
+
+def _bimodal(n: int, g: torch.Generator, d: int = 4) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """x -> y in {+1, -1} (fair coin) along a fixed direction e, as a next-embedding task:
+    history ``(n, 3, d)``, target = last + y * e ``(n, d)``, and e ``(d,)``."""
+    e = torch.zeros(d)
+    e[0] = 1.0
+    hist = torch.randn(n, 3, d, generator=g)
+    y = torch.where(torch.rand(n, generator=g) < 0.5, 1.0, -1.0)
+    return hist, hist[:, -1] + y[:, None] * e, e
+
+
+def _fit_predictor(m: FutureJEPA, steps: int) -> None:
+    g = torch.Generator().manual_seed(0)
+    opt = torch.optim.Adam([p for n, p in m.named_parameters() if not n.startswith("encoder")], lr=3e-3)
+    for s in range(steps):
+        hist, target, _ = _bimodal(128, g)
+        if m.config.latent_dim:
+            loss = m.latent_loss(hist, target, s)
+        else:
+            loss = (m.predictor(hist) - target).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        m.after_optimizer_step(s)
+
+
+def test_discrete_latent_covers_both_modes_where_a_deterministic_predictor_averages():
+    """Multiple-choice learning on a bimodal regression: z-samples land on +1 and -1, the
+    deterministic predictor between them (its L2 optimum is the mean, 0)."""
+    torch.manual_seed(0)
+    small = dict(embed_dim=4, pred_hidden=32, img_size=8, enc_width=4, enc_dim=4)
+    det = FutureJEPA(FutureConfig(**small))
+    mz = FutureJEPA(FutureConfig(**small, latent_dim=2, latent_kind="discrete", latent_samples=4,
+                                 latent_relax=0.0, latent_warmup=50, latent_reseed_every=25))
+    _fit_predictor(det, 300)
+    _fit_predictor(mz, 300)
+    det.eval()
+    mz.eval()
+    hist, _, e = _bimodal(200, torch.Generator().manual_seed(99))   # held-out inputs
+    with torch.no_grad():
+        off_det = (det.predictor(hist) - hist[:, -1]) @ e             # (200,)
+        g = torch.Generator().manual_seed(1)
+        off_z = torch.stack([(mz.predict(hist, mz.sample_latents(200, g)) - hist[:, -1]) @ e
+                             for _ in range(8)], 1)                     # (200, 8)
+    assert off_det.abs().mean() < 0.3, float(off_det.abs().mean())     # between the modes
+    on_mode = ((off_z - 1).abs() < 0.3) | ((off_z + 1).abs() < 0.3)
+    assert on_mode.float().mean() > 0.9, float(on_mode.float().mean())
+    both = ((off_z - 1).abs() < 0.3).any(1) & ((off_z + 1).abs() < 0.3).any(1)
+    assert both.float().mean() > 0.9, float(both.float().mean())
+    prior = mz.code_prior()
+    assert torch.isclose(prior.sum(), torch.tensor(1.0)) and (prior > 0.05).all(), prior  # no dead code
+
+
+def test_dead_codes_are_reseeded_next_to_the_winner_and_saved(tmp_path):
+    torch.manual_seed(0)
+    m = FutureJEPA(FutureConfig(latent_dim=2, latent_kind="discrete", latent_samples=4))
+    with torch.no_grad():
+        m.code_wins.copy_(torch.tensor([0.7, 0.3, 0.0, 0.0]))
+    assert m.reseed_dead_codes(step=5) == 2
+    assert torch.allclose(m.codes[2], m.codes[0], atol=0.5) and not torch.equal(m.codes[2], m.codes[3])
+    assert torch.allclose(m.code_wins, torch.tensor([0.7 / 3, 0.3, 0.7 / 3, 0.7 / 3]))
+    z = m.sample_latents(50, torch.Generator().manual_seed(0))
+    assert z.shape == (50, 2) and all(any(torch.equal(r, c) for c in m.codes) for r in z)  # z is a code
+    m.save_pretrained(tmp_path)
+    m2 = Recipe.from_pretrained(tmp_path)
+    assert torch.equal(m2.codes, m.codes) and torch.equal(m2.code_wins, m.code_wins)
+    with pytest.raises(ConfigError, match="latent_kind"):
+        FutureJEPA(FutureConfig(latent_dim=2, latent_kind="mixture"))
+    with pytest.raises(ConfigError, match="code_prior"):
+        FutureJEPA(FutureConfig(latent_dim=2)).code_prior()

@@ -76,6 +76,14 @@ def findings(r: dict[str, Any]) -> list[str]:
                    f"of clips (mean {cov['modes_covered_mean']:.2f} of 2 modes): "
                    + ("a latent variable, not the embedding space, is what removes the ambiguity here." if covered
                       else "z did not reliably cover both futures in this run."))
+        sep = st.get("z_separation")
+        if sep:
+            out.append(f"Can a latent separate the futures at all? In the z model's embedding space the two possible "
+                       f"next frames are {sep['separation']:.2f} apart, {sep['ratio']:.1f}x its best-sample prediction "
+                       f"error ({sep['noise']:.2f}): " + (
+                           "the encoder keeps the futures apart, so the limit is the predictor, not the embedding."
+                           if sep["ratio"] > 2 else "the futures are barely further apart than the prediction error, "
+                           "so no latent could reliably tell them apart in this embedding."))
     collapsed = [NAMES[k] for k in m if m[k]["collapse"].get("collapsed")]
     out.append("Collapse monitor: " + (f"flagged {', '.join(collapsed)}." if collapsed else
                "no model collapsed (effective ranks " + ", ".join(

@@ -127,11 +127,12 @@ def probe_model(model: Any, train: Clips, test: Clips, k: int, horizon: int, rol
 
 def stochastic_landing(jepa: dict[str, Any], jepa_z: dict[str, Any], model_z: Any, pixel_frames: Tensor,
                        modes: Tensor, keep: Tensor, k: int, samples: int,
-                       generator: torch.Generator) -> dict[str, Any]:
+                       generator: torch.Generator, world: Any = None) -> dict[str, Any]:
     """Where one-step predictions land relative to the two possible futures (see module doc).
 
     ``modes (N, 2, 2)`` next positions without / with the kick; ``keep (N,)`` bool selects clips
     whose modes are at least a ball diameter apart; ``pixel_frames`` ``(N, C, H, W)`` one step ahead.
+    With ``world`` (the ``BouncingBalls`` source) it also reports :func:`mode_separation`.
     """
     if int(keep.sum()) < 2:
         raise DataError("fewer than 2 test clips have well-separated futures; use more test clips.")
@@ -151,11 +152,13 @@ def stochastic_landing(jepa: dict[str, Any], jepa_z: dict[str, Any], model_z: An
     codes, us = [], []
     with torch.no_grad():
         for _ in range(samples):
-            z = torch.randn(ete.shape[0], model_z.config.latent_dim, generator=generator).to(dev)
+            z = model_z.sample_latents(ete.shape[0], generator)
             p = jepa_z["readout"](model_z.predict(ete[:, :k].to(dev), z).cpu())
             codes.append(mode_assignment(p, m))
             us.append(landing_coordinate(p, m))
     codes_t = torch.stack(codes, 1)  # (N, S)
+    if world is not None:
+        res["z_separation"] = mode_separation(model_z, ete, m, world, k, samples, generator)
     hit_a, hit_b = (codes_t == MODE_A).any(1), (codes_t == MODE_B).any(1)
     res["jepa_z"] = _fractions(codes_t.flatten())
     res["jepa_z_u"] = torch.cat(us)
@@ -168,12 +171,34 @@ def stochastic_landing(jepa: dict[str, Any], jepa_z: dict[str, Any], model_z: An
     return res
 
 
+def mode_separation(model_z: Any, emb: Tensor, modes: Tensor, world: Any, k: int, samples: int,
+                    generator: torch.Generator) -> dict[str, float]:
+    """Can any latent separate the futures? Embedding distance between the two possible next
+    frames vs the z model's prediction noise.
+
+    ``emb (N, T>k, D)`` true embeddings, ``modes (N, 2, 2)``. ``separation`` is the mean
+    ``|e(frame of mode 0) - e(frame of mode 1)|`` (frames rendered by ``world``); ``noise`` the
+    mean distance from the true next embedding to the closest of ``samples`` z-predictions. A
+    ``ratio`` near or below 1 means the encoder maps both futures about as close together as the
+    predictor's own error, so no latent can tell them apart.
+    """
+    dev = next(model_z.parameters()).device
+    with torch.no_grad():
+        ea = embed(model_z, world.render(modes[:, 0].reshape(-1, 1, 1, 2)))[:, 0]
+        eb = embed(model_z, world.render(modes[:, 1].reshape(-1, 1, 1, 2)))[:, 0]
+        preds = torch.stack([model_z.predict(emb[:, :k].to(dev), model_z.sample_latents(len(emb), generator)).cpu()
+                             for _ in range(samples)], 1)  # (N, S, D)
+    sep = float((ea - eb).norm(dim=-1).mean())
+    noise = float((preds - emb[:, k, None]).norm(dim=-1).min(1).values.mean())
+    return {"separation": sep, "noise": noise, "ratio": sep / max(noise, 1e-12)}
+
+
 def z_sample_spread(model_z: Any, hist: Tensor, samples: int, generator: torch.Generator) -> float:
     """Mean pairwise distance between z-sampled predictions relative to the embedding scale."""
     dev = next(model_z.parameters()).device
     with torch.no_grad():
         preds = torch.stack([
-            model_z.predict(hist.to(dev), torch.randn(hist.shape[0], model_z.config.latent_dim, generator=generator).to(dev)).cpu()
+            model_z.predict(hist.to(dev), model_z.sample_latents(hist.shape[0], generator)).cpu()
             for _ in range(samples)], 1)  # (N, S, D)
     pair = torch.cdist(preds, preds).mean()
     scale = hist[:, -1].std(0).norm().clamp_min(1e-12)
@@ -181,4 +206,4 @@ def z_sample_spread(model_z: Any, hist: Tensor, samples: int, generator: torch.G
 
 
 __all__ = ["Clips", "collect", "embed", "Readout", "probe_model", "stochastic_landing", "landing_coordinate",
-           "z_sample_spread"]
+           "mode_separation", "z_sample_spread"]

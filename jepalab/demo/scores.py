@@ -84,7 +84,8 @@ def measure_all(models: dict[str, Any], decoders: dict[str, Any], probe: Clips, 
     if world.config.variant == "stochastic":
         modes = world.next_modes(test.state[:, k - 1])  # (N, 2, 2): without / with the kick
         keep = (modes[:, 1] - modes[:, 0]).norm(dim=-1) >= 2 * world.config.radius
-        land = stochastic_landing(jepa, jz, models["jepa_z"], pframes[:, 0], modes, keep, k, s["z_samples"], gen)
+        land = stochastic_landing(jepa, jz, models["jepa_z"], pframes[:, 0], modes, keep, k, s["z_samples"], gen,
+                                  world)
         arrays["landing"] = {"JEPA (probed)": land.pop("jepa_u").numpy(),
                              "pixel twin (centroid)": land.pop("pixel_u").numpy(),
                              "JEPA + z samples (probed)": land.pop("jepa_z_u").numpy()}
@@ -113,7 +114,7 @@ def _film(models: dict[str, Any], decoders: dict[str, Any], test: Clips, pframes
         rows.append(("JEPA predicted\n(decoded*)", blank + [f.numpy() for f in dj(jepa["predicted"][i].to(dev)).cpu()]))
         hist = jz["embeddings"][i:i + 1, :k].to(dev)
         for j in range(FILM_Z):
-            z = torch.randn(1, mz.config.latent_dim, generator=gen).to(dev)
+            z = mz.sample_latents(1, gen)
             roll = mz.rollout(hist, horizon, z)[0]
             rows.append((f"JEPA + z sample {j + 1}\n(decoded*)", blank + [f.numpy() for f in dz(roll).cpu()]))
         films.append({"clip": i, "rows": rows})

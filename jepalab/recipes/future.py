@@ -14,6 +14,16 @@ so different regions of z-space specialise on different futures and sampling z a
 distinct predictions instead of their average. As in that paper the winner-takes-all is relaxed
 (weight ``1 - latent_relax`` on the best, ``latent_relax`` on the mean of the others): with a hard
 minimum, z values that never win are never trained and land anywhere at test time.
+
+``latent_kind="discrete"`` replaces the Gaussian z by K learned codes (multiple-choice learning,
+Guzman-Rivera et al. 2012; Lee et al. 2016, "Stochastic Multiple Choice Learning"): every code is
+scored on every sample (no sampling noise in the loss), the best code takes the gradient, and a
+sample at test time is a code drawn with the frequency it won during training (a learned prior,
+so a code that stands for a rare future is drawn rarely). Two fixes for MCL's known failure, dead
+hypotheses: for the first ``latent_warmup`` steps all codes share the loss equally (the predictor
+first learns the deterministic JEPA task, then the codes split the futures), and every
+``latent_reseed_every`` steps a code that has stopped winning is re-seeded next to the most
+frequent winner so it takes over part of that winner's futures.
 """
 
 from __future__ import annotations
@@ -47,6 +57,10 @@ class FutureConfig:
     latent_dim: int = 0          # > 0 enables z
     latent_samples: int = 8      # K in best-of-K
     latent_relax: float = 0.05   # relaxed winner-takes-all: the K-1 losers share this weight
+    latent_kind: str = "gaussian"  # "gaussian" (z ~ N(0, I), K draws) | "discrete" (K learned codes)
+    latent_warmup: int = 0       # discrete: steps with the loss shared equally by all codes
+    latent_reseed_every: int = 0  # discrete: re-seed codes that stopped winning every N steps (0: never)
+    latent_to_hidden: bool = False  # also add Linear(z) to the predictor's hidden layer (a strong z path)
 
 
 def _check_config(cfg: FutureConfig) -> None:
@@ -58,6 +72,12 @@ def _check_config(cfg: FutureConfig) -> None:
         raise ConfigError("model.latent_dim must be >= 0 and model.latent_samples >= 1 when z is used.")
     if not 0.0 <= cfg.latent_relax < 1.0:
         raise ConfigError(f"model.latent_relax must be in [0, 1), got {cfg.latent_relax}.")
+    if cfg.latent_kind not in ("gaussian", "discrete"):
+        raise ConfigError(f"model.latent_kind must be 'gaussian' or 'discrete', got '{cfg.latent_kind}'.")
+    if cfg.latent_kind == "discrete" and cfg.latent_dim > 0 and cfg.latent_samples < 2:
+        raise ConfigError("model.latent_kind='discrete' needs model.latent_samples >= 2 codes (one per future).")
+    if cfg.latent_warmup < 0 or cfg.latent_reseed_every < 0:
+        raise ConfigError("model.latent_warmup and model.latent_reseed_every must be >= 0.")
     if not 0.0 <= cfg.sigreg_weight < 1.0:
         raise ConfigError(f"model.sigreg_weight must be in [0, 1), got {cfg.sigreg_weight}.")
 
@@ -93,10 +113,13 @@ class FrameEncoder(nn.Module):
 class FramePredictor(nn.Module):
     """MLP from k frame embeddings (+ optional z) to the next one, as a residual on the last.
 
-    ``(B, k, D), z (B, L) -> (B, D)``.
+    ``(B, k, D), z (B, L) -> (B, D)``. With ``latent_to_hidden`` z also enters the hidden layer
+    through its own linear map: concatenated to ``k * D`` inputs behind a shared LayerNorm, an
+    ``L = 2`` z starts with almost no influence, and best-of-K cannot split what z cannot change.
     """
 
-    def __init__(self, embed_dim: int, context_frames: int, hidden: int, latent_dim: int = 0) -> None:
+    def __init__(self, embed_dim: int, context_frames: int, hidden: int, latent_dim: int = 0,
+                 latent_to_hidden: bool = False) -> None:
         super().__init__()
         d, k = embed_dim, context_frames
         self.k, self.d, self.latent_dim = k, d, latent_dim
@@ -104,6 +127,7 @@ class FramePredictor(nn.Module):
             nn.LayerNorm(k * d + latent_dim), nn.Linear(k * d + latent_dim, hidden), nn.GELU(),
             nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, d),
         )
+        self.z_to_hidden = nn.Linear(latent_dim, hidden) if latent_dim and latent_to_hidden else None
 
     def forward(self, hist: Tensor, z: Tensor | None = None) -> Tensor:
         if hist.dim() != 3 or hist.shape[1] != self.k or hist.shape[2] != self.d:
@@ -114,7 +138,11 @@ class FramePredictor(nn.Module):
                 raise ShapeError(f"predictor needs z of shape (B, {self.latent_dim}), got "
                                  f"{None if z is None else tuple(z.shape)}.")
             inp = torch.cat([inp, z], dim=1)
-        return hist[:, -1] + self.net(inp)
+        if self.z_to_hidden is None:
+            return hist[:, -1] + self.net(inp)
+        h = self.net[2](self.net[1](self.net[0](inp)))          # LayerNorm, Linear, GELU
+        h = self.net[3](h) + self.z_to_hidden(z)                # z shifts the second pre-activation
+        return hist[:, -1] + self.net[5](self.net[4](h))
 
 
 def check_clip(frames: Tensor, k: int, img_shape: tuple[int, int, int]) -> None:
@@ -143,7 +171,8 @@ class FutureJEPA(Recipe):
         _check_config(config)
         c = config
         self.encoder = FrameEncoder(c.img_size, c.in_chans, c.embed_dim, c.enc_width, c.enc_dim)
-        self.predictor = FramePredictor(c.embed_dim, c.context_frames, c.pred_hidden, c.latent_dim)
+        self.predictor = FramePredictor(c.embed_dim, c.context_frames, c.pred_hidden, c.latent_dim,
+                                        c.latent_to_hidden)
         if config.anti_collapse == "ema":
             from jepalab.objectives.ema import EMATeacher
 
@@ -153,6 +182,10 @@ class FutureJEPA(Recipe):
             from jepalab.objectives.sigreg import SIGReg
 
             self.sigreg = SIGReg(num_proj=config.sigreg_proj)
+        if c.latent_dim and c.latent_kind == "discrete":
+            # K codes (K, L) and the share of samples each code won (EMA): the sampling prior
+            self.codes = nn.Parameter(torch.randn(c.latent_samples, c.latent_dim))
+            self.register_buffer("code_wins", torch.full((c.latent_samples,), 1.0 / c.latent_samples))
 
     # --- embeddings ---------------------------------------------------------------------------
     def encode(self, x: Tensor) -> Tensor:
@@ -168,9 +201,23 @@ class FutureJEPA(Recipe):
 
     # --- prediction ---------------------------------------------------------------------------
     def sample_latents(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        """``n`` latent draws z ~ N(0, I), ``(n, latent_dim)`` (empty width when z is off)."""
+        """``n`` latent draws ``(n, latent_dim)`` on the model's device (empty width when z is off).
+
+        Gaussian: z ~ N(0, I). Discrete: a code drawn from the learned win-frequency prior.
+        ``generator`` (a CPU generator) makes the draws reproducible.
+        """
         dev = next(self.parameters()).device
-        return torch.randn(n, self.config.latent_dim, generator=generator, device=dev)
+        if self.config.latent_dim and self.config.latent_kind == "discrete":
+            idx = torch.multinomial(self.code_prior().cpu(), n, replacement=True, generator=generator)
+            return self.codes[idx.to(dev)]
+        return torch.randn(n, self.config.latent_dim, generator=generator).to(dev)
+
+    def code_prior(self) -> Tensor:
+        """Sampling probabilities of the K discrete codes ``(K,)``: their training win shares."""
+        if self.config.latent_kind != "discrete" or not self.config.latent_dim:
+            raise ConfigError("code_prior needs model.latent_kind='discrete' and model.latent_dim > 0.")
+        w = self.code_wins.clamp_min(0)
+        return w / w.sum() if float(w.sum()) > 0 else torch.full_like(w, 1.0 / len(w))
 
     def predict(self, z_hist: Tensor, z_latent: Tensor | None = None) -> Tensor:
         """Next embedding from the last k: ``(B, k, D), z (B, L) -> (B, D)``.
@@ -200,7 +247,10 @@ class FutureJEPA(Recipe):
     def k_hypotheses(self, hist: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
         """Errors and predictions of K latent draws per sample: ``(M, k, D), (M, D) -> (M, K), (M, K, D)``."""
         m, kk = hist.shape[0], self.config.latent_samples
-        z = self.sample_latents(m * kk)
+        if self.config.latent_kind == "discrete":   # every code on every sample: (M*K, L)
+            z = self.codes.repeat(m, 1)
+        else:
+            z = self.sample_latents(m * kk)
         pred = self.predictor(hist.repeat_interleave(kk, 0), z).view(m, kk, -1)
         return per_sample_error(pred, target[:, None].expand_as(pred), self.config.loss), pred
 
@@ -210,16 +260,32 @@ class FutureJEPA(Recipe):
         best = err.argmin(dim=1)
         return err.gather(1, best[:, None]).squeeze(1), pred[torch.arange(err.shape[0]), best]
 
-    def relaxed_best_of_k(self, hist: Tensor, target: Tensor) -> Tensor:
+    def relaxed_best_of_k(self, hist: Tensor, target: Tensor, eps: float | None = None) -> Tensor:
         """Relaxed winner-takes-all (Rupprecht et al. 2017): ``(1 - eps) * best + eps * mean of
-        the other K - 1`` per sample, averaged; a scalar."""
+        the other K - 1`` per sample, averaged; a scalar. ``eps`` defaults to ``latent_relax``;
+        discrete codes also record which code won (the sampling prior)."""
         err, _ = self.k_hypotheses(hist, target)
-        kk, eps = err.shape[1], self.config.latent_relax
+        kk = err.shape[1]
+        eps = self.config.latent_relax if eps is None else eps
+        if self.config.latent_kind == "discrete" and self.training:
+            with torch.no_grad():
+                share = torch.bincount(err.argmin(1), minlength=kk).float() / err.shape[0]
+                self.code_wins.mul_(0.98).add_(0.02 * share)
         best = err.min(dim=1).values
         if kk == 1 or eps == 0.0:
             return best.mean()
         others = (err.sum(1) - best) / (kk - 1)
         return ((1 - eps) * best + eps * others).mean()
+
+    def latent_loss(self, hist: Tensor, target: Tensor, step: int) -> Tensor:
+        """The z model's prediction loss at ``step``: ``(M, k, D), (M, D) -> scalar``.
+
+        Discrete codes during ``latent_warmup``: every code takes the mean loss (eps = (K-1)/K),
+        i.e. the deterministic JEPA task first; afterwards relaxed winner-takes-all.
+        """
+        c = self.config
+        warm = c.latent_kind == "discrete" and step < c.latent_warmup
+        return self.relaxed_best_of_k(hist, target, (c.latent_samples - 1) / c.latent_samples if warm else None)
 
     # --- training -----------------------------------------------------------------------------
     def training_step(self, batch: dict[str, Tensor], step: int) -> dict[str, Tensor]:
@@ -236,7 +302,7 @@ class FutureJEPA(Recipe):
         hist, _ = windows(emb, k)
         _, target = windows(tgt_seq, k)
         if self.config.latent_dim:
-            pred_loss = self.relaxed_best_of_k(hist, target)
+            pred_loss = self.latent_loss(hist, target, step)
         else:
             from jepalab.objectives.prediction import prediction_loss
 
@@ -254,6 +320,29 @@ class FutureJEPA(Recipe):
     def after_optimizer_step(self, step: int) -> None:
         if self.config.anti_collapse == "ema":
             self.teacher.update(self.encoder, step)
+        c = self.config
+        if (c.latent_dim and c.latent_kind == "discrete" and c.latent_reseed_every
+                and step >= c.latent_warmup and (step + 1) % c.latent_reseed_every == 0):
+            self.reseed_dead_codes(step)
+
+    @torch.no_grad()
+    def reseed_dead_codes(self, step: int, min_share: float | None = None) -> int:
+        """Move codes whose win share fell below ``min_share`` (default ``0.25 / K``) next to the
+        most frequent winner (a small offset, drawn from a generator seeded by ``step`` so every
+        rank agrees); they then split that winner's futures. Returns how many were moved."""
+        kk = self.config.latent_samples
+        thr = 0.25 / kk if min_share is None else min_share
+        dead = torch.nonzero(self.code_wins < thr).flatten()
+        if len(dead) == 0:
+            return 0
+        top = int(self.code_wins.argmax())
+        g = torch.Generator().manual_seed(7919 * (step + 1))
+        noise = 0.1 * self.codes[top].abs().mean().clamp_min(1e-3) * torch.randn(len(dead), self.codes.shape[1], generator=g)
+        self.codes[dead] = self.codes[top] + noise.to(self.codes.device)
+        share = self.code_wins[top] / (len(dead) + 1)   # the winner's futures are now shared
+        self.code_wins[dead] = share
+        self.code_wins[top] = share
+        return len(dead)
 
 
 def per_sample_error(pred: Tensor, target: Tensor, kind: str) -> Tensor:
