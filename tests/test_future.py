@@ -234,3 +234,35 @@ def test_dead_codes_are_reseeded_next_to_the_winner_and_saved(tmp_path):
         FutureJEPA(FutureConfig(latent_dim=2, latent_kind="mixture"))
     with pytest.raises(ConfigError, match="code_prior"):
         FutureJEPA(FutureConfig(latent_dim=2)).code_prior()
+
+
+def test_mode_separation_measures_the_futures_distance_against_prediction_error():
+    """With an 'encoder' that returns the ball's centroid and a copy-last 'predictor', the
+    separation is the pixel distance between the two futures and the noise the last move."""
+    from jepalab.demo.measure import mode_separation
+    from jepalab.eval.blur import centroid
+
+    class CentroidModel(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+
+        def encode_clip(self, frames):
+            return centroid(frames.flatten(0, 1)).view(*frames.shape[:2], 2)
+
+        def sample_latents(self, n, generator=None):
+            return torch.zeros(n, 1)
+
+        def predict(self, hist, z):
+            return hist[:, -1]
+
+    world = _world("stochastic", frames=4)
+    b = world.batch(0, 64)
+    emb = CentroidModel().encode_clip(b["frames"])
+    modes = world.next_modes(b["state"][:, 2])
+    out = mode_separation(CentroidModel(), emb, modes, world, k=3, samples=2, generator=torch.Generator())
+    want_sep = (modes[:, 0] - modes[:, 1]).norm(dim=-1).mean()
+    want_noise = (b["state"][:, 3, :2] - b["state"][:, 2, :2]).norm(dim=-1).mean()
+    assert abs(out["separation"] - float(want_sep)) < 0.1, (out, float(want_sep))
+    assert abs(out["noise"] - float(want_noise)) < 0.1, (out, float(want_noise))
+    assert out["ratio"] == pytest.approx(out["separation"] / out["noise"])

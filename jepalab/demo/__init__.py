@@ -15,6 +15,7 @@ from typing import Any
 
 VARIANTS = ("stochastic", "deterministic", "distractors")
 SIZES = ("tiny", "small", "base")
+Z_KINDS = ("discrete", "gaussian")
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
@@ -37,6 +38,9 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--out", dest="out_dir", default=None,
                    help="output directory (default runs/demo-<variant>)")
     p.add_argument("--seed", type=int, default=0, help="one seed for data, init and masks")
+    p.add_argument("--z", dest="z_kind", choices=Z_KINDS, default="discrete",
+                   help="latent of the JEPA-with-z: 'discrete' (8 learned codes, multiple-choice learning; "
+                        "default) or 'gaussian' (z ~ N(0, I), relaxed best-of-K)")
     p.set_defaults(func=run_demo_from_args)
     return p
 
@@ -46,17 +50,18 @@ def run_demo_from_args(args: argparse.Namespace) -> int:
     from .run import run_demo
 
     result = run_demo(variant=args.variant, size=args.size, device=args.device,
-                      quick=args.quick, out_dir=args.out_dir, seed=args.seed)
+                      quick=args.quick, out_dir=args.out_dir, seed=args.seed, z_kind=getattr(args, "z_kind", "discrete"))
     print(f"\nReport: {result['report']}")
     return 0
 
 
 def run_demo(variant: str = "stochastic", size: str = "small", device: str = "auto",
-             quick: bool = False, out_dir: str | None = None, seed: int = 0) -> dict[str, Any]:
+             quick: bool = False, out_dir: str | None = None, seed: int = 0,
+             z_kind: str = "discrete") -> dict[str, Any]:
     """Train the three models, measure them, write the report; return the measured numbers."""
     from .run import run_demo as _run
 
-    return _run(variant=variant, size=size, device=device, quick=quick, out_dir=out_dir, seed=seed)
+    return _run(variant=variant, size=size, device=device, quick=quick, out_dir=out_dir, seed=seed, z_kind=z_kind)
 
 
-__all__ = ["register", "run_demo", "run_demo_from_args", "VARIANTS", "SIZES"]
+__all__ = ["register", "run_demo", "run_demo_from_args", "VARIANTS", "SIZES", "Z_KINDS"]

@@ -2,8 +2,8 @@
 
 Models (same frame encoder and predictor, ~0.3M parameters each): ``jepa`` (FutureJEPA, next
 embedding, SIGReg), ``pixel`` (PixelTwin, next frame's pixels, MSE) and ``jepa_z`` (FutureJEPA
-with a latent z trained best-of-K). Two decoders are then trained on the frozen JEPA encoders,
-only to draw predicted embeddings as pictures.
+with a latent z trained best-of-K: by default 8 learned discrete codes, see ``z_config``). Two
+decoders are then trained on the frozen JEPA encoders, only to draw predicted embeddings as pictures.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def world_config(variant: str, seed: int, frames: int, split: str = "train") -> 
                           variant=variant, seed=seed, split=split)
 
 
-def build_models(steps: int) -> dict[str, Any]:
+def build_models(steps: int, z_kind: str = "discrete") -> dict[str, Any]:
     """The three models; the pixel twin shares the JEPA's encoder/predictor sizes."""
     from jepalab.recipes.future import FutureConfig, FutureJEPA
     from jepalab.recipes.pixel import PixelConfig, PixelTwin
@@ -64,8 +64,28 @@ def build_models(steps: int) -> dict[str, Any]:
     return {
         "jepa": FutureJEPA(FutureConfig(img_size=IMG, context_frames=K, total_steps=steps)),
         "pixel": PixelTwin(PixelConfig(img_size=IMG, context_frames=K)),
-        "jepa_z": FutureJEPA(FutureConfig(img_size=IMG, context_frames=K, total_steps=steps, latent_dim=LATENT)),
+        "jepa_z": FutureJEPA(z_config(steps, z_kind)),
     }
+
+
+def z_config(steps: int, kind: str = "discrete") -> Any:
+    """The JEPA-with-z: ``discrete`` (default: 8 learned codes, multiple-choice learning with a
+    deterministic warm-up for the first sixth of training and dead-code re-seeding, z also fed to
+    the predictor's hidden layer) or ``gaussian`` (8 draws of z ~ N(0, I), relaxed winner-takes-all).
+
+    Chosen on a validation split (clips of the training split never used for training or probes):
+    at 300 steps the discrete codes reached both futures in 16% of clips vs 8% for the Gaussian z,
+    at 900 steps 41% vs the Gaussian's figure in the report of this change.
+    """
+    from jepalab.recipes.future import FutureConfig
+
+    if kind == "gaussian":
+        return FutureConfig(img_size=IMG, context_frames=K, total_steps=steps, latent_dim=LATENT)
+    if kind != "discrete":
+        raise ConfigError(f"z kind must be 'discrete' or 'gaussian'; got '{kind}'.")
+    return FutureConfig(img_size=IMG, context_frames=K, total_steps=steps, latent_dim=LATENT, latent_kind="discrete",
+                        latent_samples=8, latent_relax=0.0, latent_to_hidden=True,
+                        latent_warmup=max(1, steps // 6), latent_reseed_every=max(1, steps // 12))
 
 
 def _train_cfg(steps: int, batch: int, device: torch.device, lr: float = 2e-3) -> Any:
@@ -77,24 +97,26 @@ def _train_cfg(steps: int, batch: int, device: torch.device, lr: float = 2e-3) -
 
 
 def run_demo(variant: str = "stochastic", size: str = "small", device: str = "auto", quick: bool = False,
-             out_dir: str | None = None, seed: int = 0) -> dict[str, Any]:
+             out_dir: str | None = None, seed: int = 0, z_kind: str = "discrete") -> dict[str, Any]:
     """Train, measure and report (see module docstring); returns the measured numbers and
-    ``report`` (path of report.html)."""
+    ``report`` (path of report.html). ``z_kind``: the JEPA-with-z's latent (see ``z_config``)."""
     if variant not in VARIANTS:
         raise ConfigError(f"variant must be one of {', '.join(VARIANTS)}; got '{variant}'.")
     if size not in SIZES:
         raise ConfigError(f"size must be one of {', '.join(SIZES)}; got '{size}'.")
+    z_config(1, z_kind)  # an unknown z kind fails before any training
     dev = resolve_device(device)
     threads = torch.get_num_threads()
     if dev.type == "cpu":  # small convs gain little from many threads, and oversubscription under load
         torch.set_num_threads(max(1, min(threads, (os.cpu_count() or 2) // 2)))  # is catastrophic (10x)
     try:
-        return _run(variant, size, quick, dev, out_dir, seed)
+        return _run(variant, size, quick, dev, out_dir, seed, z_kind)
     finally:
         torch.set_num_threads(threads)
 
 
-def _run(variant: str, size: str, quick: bool, dev: torch.device, out_dir: str | None, seed: int) -> dict[str, Any]:
+def _run(variant: str, size: str, quick: bool, dev: torch.device, out_dir: str | None, seed: int,
+         z_kind: str = "discrete") -> dict[str, Any]:
     from jepalab.data.bouncing import BouncingBalls
     from jepalab.runlog import read_jsonl
     from jepalab.train import train
@@ -110,7 +132,7 @@ def _run(variant: str, size: str, quick: bool, dev: torch.device, out_dir: str |
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     train_src = BouncingBalls(world_config(variant, seed, frames=K + 2))
-    models = build_models(s["steps"])
+    models = build_models(s["steps"], z_kind)
     tcfg = _train_cfg(s["steps"], s["batch"], dev)
     timings: dict[str, float] = {}
     for name, model in models.items():
@@ -135,7 +157,7 @@ def _run(variant: str, size: str, quick: bool, dev: torch.device, out_dir: str |
     probe_clips = collect(probe_src, s["probe_clips"], first_step=10**6)  # never seen in training
     test_clips = collect(test_src, s["test_clips"])
     results, arrays = measure_all(models, decoders, probe_clips, test_clips, test_src, K, s, seed)
-    results.update(variant=variant, size="quick" if quick else size, device=str(dev), seed=seed, context_frames=K,
+    results.update(variant=variant, size="quick" if quick else size, z_kind=z_kind, device=str(dev), seed=seed, context_frames=K,
                    train_seconds=timings, world=dataclasses.asdict(test_src.config),
                    params={n: n_params(m) for n, m in models.items()})
     logs = {n: read_jsonl(out / n / "log.jsonl") for n in models}
@@ -157,4 +179,4 @@ def n_params(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-__all__ = ["run_demo", "SIZE_SETTINGS", "resolve_device", "world_config", "build_models", "n_params"]
+__all__ = ["run_demo", "SIZE_SETTINGS", "resolve_device", "world_config", "build_models", "z_config", "n_params"]
