@@ -13,6 +13,20 @@ from torch import Tensor, nn
 from jepalab.errors import ShapeError
 
 
+class Linear(nn.Linear):
+    """``nn.Linear`` (same parameters, same state-dict keys) that adds its bias after the GEMM.
+
+    Why: on CPU ``addmm`` first broadcasts the bias into the whole ``(B*N, out)`` output and then
+    runs the GEMM with beta=1; a plain GEMM followed by an in-place bias add measured 3-5% faster
+    on a whole I-JEPA training step (2 threads) and gives the same values up to float rounding.
+    ``(..., in) -> (..., out)``.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = F.linear(x, self.weight)
+        return out if self.bias is None else out.add_(self.bias)
+
+
 class Attention(nn.Module):
     """Multi-head self-attention with a fused qkv projection. ``(B, N, D) -> (B, N, D)``."""
 
@@ -21,8 +35,8 @@ class Attention(nn.Module):
         if dim % heads:
             raise ShapeError(f"dim {dim} is not divisible by heads {heads}; choose heads that divide it.")
         self.heads = heads
-        self.qkv = nn.Linear(dim, 3 * dim)
-        self.proj = nn.Linear(dim, dim)
+        self.qkv = Linear(dim, 3 * dim)
+        self.proj = Linear(dim, dim)
 
     def forward(self, x: Tensor, attn_mask: Tensor | None = None) -> Tensor:
         b, n, d = x.shape
@@ -48,7 +62,7 @@ class Block(nn.Module):
         self.norm1 = nn.LayerNorm(dim)
         self.attn = Attention(dim, heads)
         self.norm2 = nn.LayerNorm(dim)
-        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
+        self.mlp = nn.Sequential(Linear(dim, hidden), nn.GELU(), Linear(hidden, dim))
 
     def forward(self, x: Tensor, attn_mask: Tensor | None = None) -> Tensor:
         x = x + self.attn(self.norm1(x), attn_mask)
