@@ -277,7 +277,7 @@ def test_build_is_seeded_and_does_not_touch_global_rng(tmp_path: Path) -> None:
 def test_source_registry(tmp_path: Path) -> None:
     from jepalab.data import SOURCES, build_source, get_source_class
 
-    assert set(SOURCES) == {"bouncing", "digits", "mnist", "folder"}
+    assert {"bouncing", "digits", "mnist", "folder", "video", "trajectories"} <= set(SOURCES)
     with pytest.raises(ConfigError, match="Did you mean 'digits'"):
         get_source_class("digit")
     src = build_source("bouncing", {"img_size": 16, "frames": 3, "seed": 5})
