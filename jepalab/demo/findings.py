@@ -73,7 +73,9 @@ def findings(r: dict[str, Any]) -> list[str]:
         covered = cov["both_covered"] >= 0.5
         out.append(f"With a latent z ({cov['samples']} samples per clip), {_pct(z['on_mode'])} of samples land on a "
                    f"future and {_pct(z['between'])} between; both futures are reached in {_pct(cov['both_covered'])} "
-                   f"of clips (mean {cov['modes_covered_mean']:.2f} of 2 modes): "
+                   f"of clips (mean {cov['modes_covered_mean']:.2f} of 2 modes"
+                   + (f"; {_pct(cov['both_covered_along'])} counting only the position along the line between the "
+                      "futures" if "both_covered_along" in cov else "") + "): "
                    + ("a latent variable, not the embedding space, is what removes the ambiguity here." if covered
                       else "z did not reliably cover both futures in this run."))
         sep = st.get("z_separation")

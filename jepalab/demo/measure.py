@@ -156,7 +156,7 @@ def stochastic_landing(jepa: dict[str, Any], jepa_z: dict[str, Any], model_z: An
             p = jepa_z["readout"](model_z.predict(ete[:, :k].to(dev), z).cpu())
             codes.append(mode_assignment(p, m))
             us.append(landing_coordinate(p, m))
-    codes_t = torch.stack(codes, 1)  # (N, S)
+    codes_t, u_t = torch.stack(codes, 1), torch.stack(us, 1)  # (N, S) each
     if world is not None:
         res["z_separation"] = mode_separation(model_z, ete, m, world, k, samples, generator)
     hit_a, hit_b = (codes_t == MODE_A).any(1), (codes_t == MODE_B).any(1)
@@ -167,6 +167,9 @@ def stochastic_landing(jepa: dict[str, Any], jepa_z: dict[str, Any], model_z: An
         "both_covered": float((hit_a & hit_b).float().mean()),
         "samples_between": float((codes_t == BETWEEN).float().mean()),
         "samples": samples,
+        # the same along the segment only (landing coordinate within 0.25 of 0 and of 1): separates
+        # "z picks a future" from the across-segment error that the deterministic part also makes
+        "both_covered_along": float(((u_t.abs() < 0.25).any(1) & ((u_t - 1).abs() < 0.25).any(1)).float().mean()),
     }
     return res
 
