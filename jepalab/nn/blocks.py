@@ -65,8 +65,10 @@ class Block(nn.Module):
         self.mlp = nn.Sequential(Linear(dim, hidden), nn.GELU(), Linear(hidden, dim))
 
     def forward(self, x: Tensor, attn_mask: Tensor | None = None) -> Tensor:
-        x = x + self.attn(self.norm1(x), attn_mask)
-        return x + self.mlp(self.norm2(x))
+        # Residuals are added in place into the branch outputs (fresh tensors from the last
+        # Linear, saved by no backward): one (B, N, D) allocation less per residual, same sum.
+        x = self.attn(self.norm1(x), attn_mask).add_(x)
+        return self.mlp(self.norm2(x)).add_(x)
 
 
 class Transformer(nn.Module):
