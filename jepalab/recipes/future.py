@@ -270,6 +270,9 @@ class FutureJEPA(Recipe):
         if self.config.latent_kind == "discrete" and self.training:
             with torch.no_grad():
                 share = torch.bincount(err.argmin(1), minlength=kk).float() / err.shape[0]
+                if torch.distributed.is_available() and torch.distributed.is_initialized():
+                    torch.distributed.all_reduce(share)   # the global batch's shares: every rank
+                    share /= torch.distributed.get_world_size()  # then re-seeds the same codes
                 self.code_wins.mul_(0.98).add_(0.02 * share)
         best = err.min(dim=1).values
         if kk == 1 or eps == 0.0:
