@@ -10,7 +10,7 @@ effective rank (Garrido et al. 2023) of the test embeddings. Speed: wall time of
 training call and training images per second (an image counts once, whatever its view count).
 
 Run in jepalab's venv (lightly columns skipped, with a note) or in ``.venv-bench`` (with them):
-    .venv-bench/bin/python benchmarks/ssl_table.py            # full table, ~15 min on 1 thread
+    .venv-bench/bin/python benchmarks/ssl_table.py            # full table, ~20 min on 1 shared thread
     .venv/bin/python benchmarks/ssl_table.py --quick          # a smoke run of a minute or two
 The markdown table is written to ``benchmarks/results/ssl_table.md`` with the command in its header.
 """
