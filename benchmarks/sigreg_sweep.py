@@ -6,7 +6,7 @@ prediction + lambda * SIGReg``, with results stable over a wide range of lambda 
 backbone, views, data order, steps and seed; only lambda changes) and reports frozen-feature kNN
 and linear accuracy, RankMe, the final SIGReg statistic and the collapse monitor. ``lambda = 0``
 (prediction only, no regularizer) is included as the anchor that should collapse.
-    .venv/bin/python benchmarks/sigreg_sweep.py          # ~12-15 min on one shared thread
+    .venv/bin/python benchmarks/sigreg_sweep.py          # ~10 min on one shared thread (8 lambdas)
 The table goes to ``benchmarks/results/sigreg_sweep.md`` with the command in its header.
 """
 
