@@ -84,7 +84,7 @@ def z_config(steps: int, kind: str = "discrete") -> Any:
     if kind == "gaussian":
         return FutureConfig(img_size=IMG, context_frames=K, total_steps=steps, latent_dim=LATENT)
     if kind != "discrete":
-        raise ConfigError(f"z kind must be 'discrete' or 'gaussian'; got '{kind}'.")
+        raise ConfigError(f"the JEPA-with-z latent (--z) must be 'discrete' or 'gaussian'; got '{kind}'.")
     return FutureConfig(img_size=IMG, context_frames=K, total_steps=steps, latent_dim=LATENT, latent_kind="discrete",
                         latent_samples=8, latent_relax=0.0, latent_to_hidden=True,
                         latent_warmup=max(1, steps // 6), latent_reseed_every=max(1, steps // 12))
