@@ -410,7 +410,7 @@ def main(argv: list[str] | None = None) -> int:
     t_start, load0 = time.perf_counter(), loadavg()
     cmd = " ".join([Path(sys.executable).relative_to(Path.cwd()).as_posix() if Path(sys.executable).is_relative_to(Path.cwd())
                     else sys.executable, *map(shlex.quote, sys.argv if argv is None else ["benchmarks/ssl_table.py", *argv])])
-    md = [f"# jepalab SSL benchmark table", "", f"Command: `{cmd}` (every row below comes from this one "
+    md = ["# jepalab SSL benchmark table", "", f"Command: `{cmd}` (every row below comes from this one "
           "command, run once: rerun it to reproduce the whole table)", "",
           f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), CPU fp32, seed {a.seed}, "
           f"{steps} (MNIST) / {20 if a.quick else a.video_steps} (video) steps per run; load average (1/5/15 min) at start: {load0}."]

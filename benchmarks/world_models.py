@@ -33,7 +33,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 HERE = Path(__file__).resolve().parent
@@ -256,7 +255,7 @@ def write_report(args: argparse.Namespace, res: dict[str, Any], peak: Any, lewm_
                  load: str, wall: float) -> None:
     cmd = "python benchmarks/world_models.py" + (" --quick" if args.quick else "") + \
         (f" --envs {' '.join(args.envs)}" if args.envs != list(SETTINGS) else "")
-    L = [f"# World models end to end (CPU, fp32)", "", f"Command: `{cmd}` — torch {torch.__version__}, "
+    L = ["# World models end to end (CPU, fp32)", "", f"Command: `{cmd}` — torch {torch.__version__}, "
          f"{torch.get_num_threads()} thread(s), load average before the run: {load}; total {wall / 60:.1f} min.", "",
          f"fp32 matmul peak measured here: **{peak.peak_gflops:.0f} GFLOP/s** (1 thread).", "",
          "Planning success on held-out goals (goal = recorded frame 25 steps ahead, 50-step budget, receding-horizon "

@@ -33,7 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from jepalab.errors import CheckpointError
-from jepalab.recipes.base import _atomic_write_bytes
+from jepalab.atomic import write_bytes_atomic
 
 CHECKPOINT_DIR = "checkpoints"
 LATEST_FILE = "latest"
@@ -196,15 +196,15 @@ def save_checkpoint(
             files={n: {"bytes": len(b), "sha256": hashlib.sha256(b).hexdigest()} for n, b in files.items()},
         )
         for fname, data in files.items():
-            _atomic_write_bytes(tmp / fname, data)
-        _atomic_write_bytes(tmp / STATE_FILE, json.dumps(record, indent=1).encode())
+            write_bytes_atomic(tmp / fname, data)
+        write_bytes_atomic(tmp / STATE_FILE, json.dumps(record, indent=1).encode())
         if final.exists():  # re-saving a step (e.g. after resume): move the old one out of the way
             old = ckdir / f".old-{name}-{os.getpid()}"
             os.replace(final, old)
             shutil.rmtree(old, ignore_errors=True)
         os.replace(tmp, final)
         _fsync_dir(ckdir)
-        _atomic_write_bytes(ckdir / LATEST_FILE, name.encode())
+        write_bytes_atomic(ckdir / LATEST_FILE, name.encode())
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

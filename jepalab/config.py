@@ -23,7 +23,6 @@ import dataclasses
 import difflib
 import os
 import re
-import tempfile
 import types
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -31,6 +30,7 @@ from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
+from jepalab.atomic import write_text_atomic
 from jepalab.errors import ConfigError
 
 TOP_LEVEL_KEYS = ("name", "seed", "recipe", "model", "data", "train")
@@ -400,24 +400,8 @@ def load_experiment(path: str | os.PathLike, overrides: Iterable[str] = ()) -> E
         raise config_error(key, f"{loc}: {e}") from None
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    """Write so that a crash leaves the old file or the new one, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def save_experiment(exp: Experiment, path: str | os.PathLike) -> Path:
     """Write the fully resolved experiment (every default spelled out) as YAML, atomically."""
     p = Path(path)
-    _atomic_write_text(p, yaml.safe_dump(to_dict(exp), sort_keys=False, default_flow_style=None))
+    write_text_atomic(p, yaml.safe_dump(to_dict(exp), sort_keys=False, default_flow_style=None))
     return p

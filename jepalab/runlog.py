@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from jepalab.recipes.base import _atomic_write_bytes
+from jepalab.atomic import write_bytes_atomic
 
 LOG_FILE = "log.jsonl"
 EVENTS_FILE = "events.jsonl"
@@ -100,7 +100,7 @@ class RunLog:
         if not path.exists():
             return
         kept = [r for r in read_jsonl(path) if isinstance(r.get("step"), int) and r["step"] <= step]
-        _atomic_write_bytes(path, "".join(json.dumps(r) + "\n" for r in kept).encode())
+        write_bytes_atomic(path, "".join(json.dumps(r) + "\n" for r in kept).encode())
 
     def metrics(self, record: dict[str, Any]) -> None:
         """Append one metrics line (must contain ``step``) and mirror scalars to TensorBoard."""

@@ -30,9 +30,7 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 import zipfile
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +39,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from jepalab.atomic import atomic_write
 from jepalab.errors import ConfigError, DataError
 
 FORMAT, VERSION = "jepalab-trajectories", 1
@@ -60,30 +59,9 @@ def episode_path(root: str | os.PathLike, index: int) -> Path:
     return Path(root) / f"episode_{index:06d}.npz"
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _atomic_write(path: Path, write: Callable[[Any], None]) -> None:
-    """Write via a temporary file in the same directory + ``os.replace`` (atomic on POSIX)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_meta(root: str | os.PathLike, meta: dict[str, Any]) -> None:
     """Write ``root/meta.json`` atomically."""
-    _atomic_write(Path(root) / "meta.json", lambda f: f.write(json.dumps(meta, indent=2).encode()))
+    atomic_write(Path(root) / "meta.json", lambda f: f.write(json.dumps(meta, indent=2).encode()))
 
 
 def read_meta(root: str | os.PathLike) -> dict[str, Any]:
@@ -126,7 +104,7 @@ def save_episode(root: str | os.PathLike, index: int, episode: dict[str, np.ndar
         "success": np.asarray(episode["success"], bool).reshape(t - 1),
     }
     path = episode_path(root, index)
-    _atomic_write(path, lambda f: np.savez_compressed(f, **arrays))
+    atomic_write(path, lambda f: np.savez_compressed(f, **arrays))
     return path
 
 

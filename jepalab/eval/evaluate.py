@@ -19,7 +19,6 @@ import dataclasses
 import json
 import math
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
@@ -27,6 +26,7 @@ from typing import Any, Iterable, Iterator, Sequence
 import torch
 from torch import Tensor, nn
 
+from jepalab.atomic import write_text_atomic
 from jepalab.errors import CheckpointError, DataError, ShapeError
 
 PROBES = ("linear", "knn", "attentive")
@@ -205,20 +205,6 @@ def _finite(obj: Any) -> Any:
     return obj
 
 
-def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def _targets(train: dict[str, Any], test: dict[str, Any], columns: Sequence[int] | None = None,
              names: Sequence[str] | None = None) -> tuple[str, dict[str, Any]]:
     """Decide classification vs regression; for state, keep ``columns`` (all when None) minus
@@ -327,7 +313,7 @@ def evaluate_run(
     result["seconds"] = round(time.perf_counter() - t_start, 2)
     result = _finite(result)
     if write:
-        _write_json_atomic(Path(run_dir) / EVAL_FILE, result)
+        write_text_atomic(Path(run_dir) / EVAL_FILE, json.dumps(result, indent=2))
     return result
 
 

@@ -10,33 +10,17 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
+from jepalab.atomic import write_bytes_atomic
 from jepalab.errors import CheckpointError
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that a crash leaves either the old file or the new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 class Recipe(nn.Module):
@@ -79,9 +63,9 @@ class Recipe(nn.Module):
 
         d = Path(directory)
         state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        _atomic_write_bytes(d / WEIGHTS_FILE, save(state))
+        write_bytes_atomic(d / WEIGHTS_FILE, save(state))
         meta = {"recipe": self.name, "config": dataclasses.asdict(self.config)}
-        _atomic_write_bytes(d / CONFIG_FILE, json.dumps(meta, indent=2).encode())
+        write_bytes_atomic(d / CONFIG_FILE, json.dumps(meta, indent=2).encode())
         return d
 
     @classmethod

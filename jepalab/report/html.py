@@ -9,10 +9,10 @@ from __future__ import annotations
 import html
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from jepalab.atomic import write_text_atomic
 from jepalab.errors import DataError
 
 _STYLE = """
@@ -116,21 +116,12 @@ def write_report(path: str | os.PathLike, results: dict[str, Any], figures: dict
     parts.append("<h2>Pictures</h2>")
     parts += [_figure(f) for k, f in figures.items() if not k.startswith("film0")]
     parts.append("</body></html>")
-    return _atomic_write(p, "\n".join(parts))
+    return write_text_atomic(p, "\n".join(parts))
 
 
 def _figure(fig: dict[str, str]) -> str:
     return (f"<figure><img src='{html.escape(fig['file'])}' alt='{html.escape(fig['caption'][:80])}'>"
             f"<figcaption>{html.escape(fig['caption'])}</figcaption></figure>")
-
-
-def _atomic_write(p: Path, text: str) -> Path:
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=".report.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, p)
-    return p
 
 
 __all__ = ["write_report", "model_table"]
