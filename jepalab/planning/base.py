@@ -189,6 +189,19 @@ class Planner:
         w = (self.high - self.low) / 2
         return w.clamp(max=self.radius) if self.radius is not None else w
 
+    def initial_std(self, mean: Tensor, init_std: float | None) -> Tensor:
+        """Per-entry sampling spread ``(E, H, A)``: ``init_std`` or half the box width."""
+        spread = self.half_width if init_std is None else torch.full((self.action_dim,), init_std)
+        return spread.to(mean.device).expand_as(mean).clone()
+
+    def sample_around(self, mean: Tensor, std: Tensor, n: int) -> Tensor:
+        """``n`` candidates ``(E, N, H, A)`` drawn around ``mean`` (slot 0 is ``mean`` itself, so
+        an iteration never loses the current solution), projected into the bounds."""
+        eps = self.noise(n, mean.device)
+        cand = mean.unsqueeze(1) + std.unsqueeze(1) * eps.unsqueeze(0)
+        cand[:, 0] = mean
+        return self.project(cand)
+
     # ---------------------------------------------------------------- internals
     def _optimize(self, z_hist: Tensor, goal: Tensor, a_hist: Tensor | None, init: Tensor) -> PlanResult:
         raise NotImplementedError

@@ -50,15 +50,10 @@ class MPPI(Planner):
 
     def _optimize(self, z_hist: Tensor, goal: Tensor, a_hist: Tensor | None, init: Tensor) -> PlanResult:
         e, dev = init.shape[0], init.device
-        mean = init
-        spread = self.half_width if self.init_std is None else torch.full((self.action_dim,), self.init_std)
-        std = spread.to(dev).expand_as(mean).clone()
+        mean, std = init, self.initial_std(init, self.init_std)
         best_a, best_c = mean.clone(), torch.full((e,), float("inf"), device=dev)
         for _ in range(self.iterations):
-            eps = self.noise(self.samples, dev)
-            cand = mean.unsqueeze(1) + std.unsqueeze(1) * eps.unsqueeze(0)  # (E, N, H, A)
-            cand[:, 0] = mean
-            cand = self.project(cand)
+            cand = self.sample_around(mean, std, self.samples)  # (E, N, H, A)
             cost = self.evaluate(z_hist, goal, a_hist, cand)  # (E, N)
             best_c, best_a = _keep_best(cost, cand, best_c, best_a)
             scaled = (cost - cost.min(dim=1, keepdim=True).values) / cost.std(dim=1, keepdim=True).clamp_min(1e-12)
