@@ -29,7 +29,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from jepalab.errors import ConfigError, DataError, ShapeError
+from jepalab.data.source import rank_rows
+from jepalab.errors import ConfigError, ShapeError
 
 VARIANTS = ("deterministic", "stochastic", "distractors", "actions")
 SPLITS = ("train", "test")
@@ -298,18 +299,10 @@ class BouncingBalls:
         Returns ``frames`` (b, T, C, H, W), ``state`` (b, T, 4K), ``actions`` (b, T-1, 2),
         with ``b = batch_size // world_size``.
         """
-        if not isinstance(step, int) or step < 0:
-            raise DataError(f"step must be an int >= 0; got {step!r}.")
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise DataError(f"batch_size must be an int >= 1; got {batch_size!r}.")
-        if not isinstance(world_size, int) or world_size < 1 or batch_size % world_size:
-            raise DataError(f"global batch_size {batch_size} must be divisible by world_size {world_size}.")
-        if not isinstance(rank, int) or not 0 <= rank < world_size:
-            raise DataError(f"rank must be in [0, {world_size}); got {rank!r}.")
+        lo, hi = rank_rows(step, batch_size, rank, world_size)
         c = self.config
         gen = torch.Generator().manual_seed(_mix_seed(c.seed, SPLITS.index(c.split), step))
         rnd = self._draw(gen, batch_size)
-        lo, hi = rank * batch_size // world_size, (rank + 1) * batch_size // world_size
         rnd = {k: v[lo:hi] for k, v in rnd.items()}
         return self._simulate(rnd)
 

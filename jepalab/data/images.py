@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from jepalab.data.source import rank_rows
 from jepalab.errors import ConfigError, DataError, MissingDependencyError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
@@ -91,15 +92,8 @@ class TensorImages:
         return images
 
     def batch(self, step: int, batch_size: int, rank: int = 0, world_size: int = 1) -> dict[str, Tensor]:
-        if step < 0 or batch_size < 1:
-            raise DataError(f"batch needs step >= 0 and batch_size >= 1, got step={step}, batch_size={batch_size}.")
-        if world_size < 1 or not 0 <= rank < world_size or batch_size % world_size:
-            raise DataError(
-                f"batch_size {batch_size} must split evenly over world_size {world_size} (rank {rank}); "
-                "choose a global batch size divisible by the number of processes."
-            )
-        per = batch_size // world_size
-        idx = self.indices(step, batch_size)[rank * per:(rank + 1) * per]
+        lo, hi = rank_rows(step, batch_size, rank, world_size)
+        idx = self.indices(step, batch_size)[lo:hi]
         return {"images": self.prepare(self.images[idx]), "labels": self.labels[idx]}
 
     def all(self) -> dict[str, Tensor]:

@@ -40,6 +40,7 @@ import torch
 from torch import Tensor
 
 from jepalab.atomic import atomic_write
+from jepalab.data.source import rank_rows
 from jepalab.errors import ConfigError, DataError
 
 FORMAT, VERSION = "jepalab-trajectories", 1
@@ -316,17 +317,9 @@ class TrajectorySource:
 
     def batch(self, step: int, batch_size: int, rank: int = 0, world_size: int = 1) -> dict[str, Tensor]:
         """See the class docstring."""
-        if not isinstance(step, int) or step < 0:
-            raise DataError(f"step must be an int >= 0; got {step!r}.")
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise DataError(f"batch_size must be an int >= 1; got {batch_size!r}.")
-        if not isinstance(world_size, int) or world_size < 1 or batch_size % world_size:
-            raise DataError(f"global batch_size {batch_size} must be divisible by world_size {world_size}.")
-        if not isinstance(rank, int) or not 0 <= rank < world_size:
-            raise DataError(f"rank must be in [0, {world_size}); got {rank!r}.")
+        lo, hi = rank_rows(step, batch_size, rank, world_size)
         c = self.config
         eps, starts = self.locate(step, batch_size)
-        lo, hi = rank * batch_size // world_size, (rank + 1) * batch_size // world_size
         span = (c.frames - 1) * c.frameskip
         rows: dict[str, list[np.ndarray]] = {"frames": [], "actions": [], "proprio": [], "state": []}
         for e, s in zip(eps[lo:hi].tolist(), starts[lo:hi].tolist()):

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from jepalab.data.images import IMAGE_EXTENSIONS, _order_seed, _split_rows
+from jepalab.data.source import rank_rows
 from jepalab.errors import ConfigError, DataError, MissingDependencyError
 
 ARRAY_EXTENSIONS = (".npy", ".npz")
@@ -246,14 +247,9 @@ class VideoFolder:
         return video, start
 
     def batch(self, step: int, batch_size: int, rank: int = 0, world_size: int = 1) -> dict[str, Tensor]:
-        if not isinstance(step, int) or step < 0 or not isinstance(batch_size, int) or batch_size < 1:
-            raise DataError(f"batch needs step >= 0 and batch_size >= 1, got step={step!r}, batch_size={batch_size!r}.")
-        if world_size < 1 or not 0 <= rank < world_size or batch_size % world_size:
-            raise DataError(f"batch_size {batch_size} must split evenly over world_size {world_size} (rank {rank}); "
-                            "choose a global batch size divisible by the number of processes.")
-        per = batch_size // world_size
+        lo, hi = rank_rows(step, batch_size, rank, world_size)
         video, start = self.clip_index(step, batch_size)
-        video, start = video[rank * per:(rank + 1) * per], start[rank * per:(rank + 1) * per]
+        video, start = video[lo:hi], start[lo:hi]
         offsets = torch.arange(self.config.frames) * self.config.stride
         clips = [self.videos[int(v)][int(s) + offsets] for v, s in zip(video, start)]
         return {"frames": torch.stack(clips).float() / 255.0, "labels": self.labels[video],
