@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
 from torch import Tensor
 
 from jepalab.objectives.barlow import BarlowTwinsLoss
@@ -37,11 +36,7 @@ class BarlowTwins(Recipe):
         self.objective = BarlowTwinsLoss(config.lambda_offdiag)
 
     def training_step(self, batch: dict[str, Tensor], step: int) -> dict[str, Tensor]:
-        h, z = self.backbone.views(batch)
-        terms = [self.objective(z[0], zv) for zv in z[1:]]
-        out = {k: torch.stack([t[k] for t in terms]).mean() for k in terms[0]}
-        out["embeddings"] = h.detach()
-        return out
+        return self.backbone.first_view_pairs(self.objective, batch)
 
     def encode(self, x: Tensor) -> Tensor:
         """Pooled encoder embedding ``(B, C, H, W) -> (B, D)``."""

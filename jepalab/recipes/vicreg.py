@@ -131,6 +131,15 @@ class ViewBackbone(nn.Module):
         z = self.projector(h)
         return h[:b], list(z.split(b))
 
+    def first_view_pairs(self, objective: nn.Module, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Apply a two-view ``objective`` (a dict of loss terms) between the first view and each
+        other view and average the terms; adds the detached ``embeddings`` for the monitor."""
+        h, z = self.views(batch)
+        terms = [objective(z[0], zv) for zv in z[1:]]
+        out = {k: torch.stack([t[k] for t in terms]).mean() for k in terms[0]}
+        out["embeddings"] = h.detach()
+        return out
+
 
 @dataclass
 class VICRegConfig(ViewConfig):
@@ -154,11 +163,7 @@ class VICReg(Recipe):
         self.objective = VICRegLoss(config.inv_weight, config.var_weight, config.cov_weight)
 
     def training_step(self, batch: dict[str, Tensor], step: int) -> dict[str, Tensor]:
-        h, z = self.backbone.views(batch)
-        terms = [self.objective(z[0], zv) for zv in z[1:]]
-        out = {k: torch.stack([t[k] for t in terms]).mean() for k in terms[0]}
-        out["embeddings"] = h.detach()
-        return out
+        return self.backbone.first_view_pairs(self.objective, batch)
 
     def encode(self, x: Tensor) -> Tensor:
         """Pooled encoder embedding ``(B, C, H, W) -> (B, D)``."""
