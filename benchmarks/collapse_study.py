@@ -33,6 +33,7 @@ from torch import Tensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # for ssl_table (the reference rows)
 
+from jepalab.atomic import write_text_atomic
 from jepalab.data.bouncing import BouncingBalls, BouncingConfig
 from jepalab.errors import ConfigError
 from jepalab.eval.monitors import collapse_stats
@@ -223,9 +224,7 @@ def main(argv: list[str] | None = None) -> int:
               f"load average at start {' '.join(load0)}. Monitor = the trainer's collapse monitor on the last "
               "logged batch; held-out = 512 test frames; probe = ridge R^2 of the balls' (x, y, vx, vy) at frame 0."]
     md = to_markdown(rows, header)
-    out = Path(a.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(md)
+    write_text_atomic(a.out, md)
     print(md)
     return 0
 

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from jepalab.atomic import write_text_atomic
 from jepalab.planning import CEM, MPPI, GradientPlanner
 
 HERE = Path(__file__).resolve().parent
@@ -153,7 +154,7 @@ def write_table(args: argparse.Namespace, peak, rows: list[tuple]) -> None:
         f"{rows[0][4] / peak.peak_gflops:.1f}x the measured GEMM peak.",
     ]
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(lines) + "\n")
+    write_text_atomic(args.out, "\n".join(lines) + "\n")
     print(f"wrote {args.out}")
 
 

@@ -26,6 +26,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ssl_table import RESULTS, Method, Setting, loadavg, methods_for, mnist_setting, run_method  # noqa: E402
 
+from jepalab.atomic import write_text_atomic
 from jepalab.errors import ConfigError  # noqa: E402
 
 DEFAULT_LAMBDAS = (0.0, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5)
@@ -105,9 +106,7 @@ def main(argv: list[str] | None = None) -> int:
               f"total {time.perf_counter() - t0:.0f} s. lambda is in the paper's units: the prediction term is "
               "the squared error averaged over views, samples and the 64 projection dims."]
     md = to_markdown(rows, header)
-    out = Path(a.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(md)
+    write_text_atomic(a.out, md)
     print(md)
     return 0
 

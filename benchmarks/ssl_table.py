@@ -31,6 +31,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from jepalab.atomic import write_text_atomic
 from jepalab.config import from_dict
 from jepalab.data.bouncing import BouncingBalls, BouncingConfig
 from jepalab.data.images import MNISTConfig, MNISTImages
@@ -459,7 +460,7 @@ def main(argv: list[str] | None = None) -> int:
     md += ["", f"Total wall time {time.perf_counter() - t_start:.0f} s; load average at end: {loadavg()}.", ""]
     out = Path(a.out if not (a.speed_only and a.out == str(RESULTS / "ssl_table.md")) else RESULTS / "ssl_speed.md")
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(md))
+    write_text_atomic(out, "\n".join(md))
     print("\n".join(md))
     return 0
 

@@ -37,6 +37,7 @@ from pathlib import Path
 # 10x slower (measured here); passive waiting removes that pathology for every method alike.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+from jepalab.atomic import write_text_atomic
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch import Tensor, nn  # noqa: E402
@@ -358,7 +359,7 @@ def main(argv: list[str] | None = None) -> None:
         report += "\n\n" + "\n\n".join(profile(m, images, seeds[:2], 18) for m in methods if not m.name.endswith("compile"))
     print(report)
     if a.out is not None:
-        a.out.write_text(report + "\n")
+        write_text_atomic(a.out, report + "\n")
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from jepalab.atomic import write_text_atomic
 import torch
 
 HERE = Path(__file__).resolve().parent
@@ -304,8 +305,8 @@ def write_report(args: argparse.Namespace, res: dict[str, Any], peak: Any, lewm_
           "(no network here) and its package imports torchvision, which breaks beside torch 2.13 CPU.",
           "- FLOPs: FlopCounterMode (matmuls + attention only), so % of peak is a lower bound.", *notes]
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(L) + "\n")
-    args.out.with_suffix(".json").write_text(json.dumps({"results": res, "lewm_size_plan": lewm_size,
+    write_text_atomic(args.out, "\n".join(L) + "\n")
+    write_text_atomic(args.out.with_suffix(".json"), json.dumps({"results": res, "lewm_size_plan": lewm_size,
                                                          "peak_gflops": peak.peak_gflops}, indent=2, default=str))
     print(f"wrote {args.out}")
 
@@ -330,7 +331,7 @@ def main() -> None:
         plain = world_model(s)
         plain.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("lightly_loss.")})
         plain.save_pretrained(args.work / env / "lightly_model")
-        (args.work / env / "lightly.json").write_text(json.dumps({**r, "torch": torch.__version__}, indent=2))
+        write_text_atomic(args.work / env / "lightly.json", json.dumps({**r, "torch": torch.__version__}, indent=2))
         return
     t_start, load = time.perf_counter(), os.getloadavg()
     peak = _load("matmul_peak").measure_matmul_peak(1, (512, 1024), repeats=3)
