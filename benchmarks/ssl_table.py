@@ -140,6 +140,7 @@ class Method:
     lr: float
     video: bool = False  # trains on clips (V-JEPA) rather than images
     lightly: bool = False  # lightly's loss/head on the same backbone
+    steps_scale: float = 1.0  # this row's optimizer steps = scale x the dataset's --steps (masked JEPAs need more)
 
 
 def _augment(setting: Setting) -> dict[str, Any]:
@@ -451,6 +452,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"[{ds}] {m.label} ...", flush=True)
                 try:
                     n_steps = steps if ds == "mnist" or a.quick else a.video_steps
+                    n_steps = max(1, round(n_steps * m.steps_scale))
                     rows.append(run_method(m, st, n_steps, a.seed, Path(tmp)))
                 except (MissingDependencyError, DataError) as e:
                     rows.append({"method": m.label, "error": str(e)[:100]})
