@@ -158,36 +158,13 @@ def pick_tasks(dataset_dir: str | os.PathLike, count: int, goal_offset: int = 25
 def reset_to_state(env: Any, state: np.ndarray, goal_state: np.ndarray) -> dict[str, Tensor]:
     """Put a jepalab ``Env`` in the recorded ``state`` (goal: ``goal_state``); returns the obs.
 
-    bouncing: positions and velocities are written into the world; Push-T: gym-pusht's
-    ``reset_to_state`` option (its legacy order sets the position, then rotates about the centre
-    of mass 45 px along the stem, so the position passed is shifted to land on the recorded pose);
-    Two-Room: ``reset(options={"state", "target_state"})``.
+    A thin alias of the public :meth:`jepalab.data.envs.Env.reset_to` (bouncing: positions and
+    velocities; Push-T: agent + block pose; Two-Room: agent, target = the goal's agent position).
     """
-    name, raw = env.name, env.raw.unwrapped if hasattr(env.raw, "unwrapped") else env.raw
-    state, goal_state = np.asarray(state, np.float64), np.asarray(goal_state, np.float64)
-    env.reset()
-    if name == "bouncing":
-        k = raw.config.num_balls
-        raw.pos = torch.as_tensor(state[: 2 * k], dtype=torch.float32).view(1, k, 2)
-        raw.vel = torch.as_tensor(state[2 * k: 4 * k], dtype=torch.float32).view(1, k, 2)
-        raw.goal = goal_state[:2].astype(np.float32)
-        raw_obs, info = raw._state(), raw._info()
-    elif name == "pusht":
-        x, y, th = state[2:5]
-        com = np.array([x, y]) + 45.0 * np.array([-np.sin(th), np.cos(th)])
-        start = com - np.array([0.0, 45.0])
-        raw_obs, info = env.raw.reset(options={"reset_to_state": [state[0], state[1], start[0], start[1], th]})
-    elif name == "tworoom":
-        raw_obs, info = env.raw.reset(options={"state": state[:2].astype(np.float32),
-                                               "target_state": goal_state[:2].astype(np.float32)})
-    else:
-        raise ConfigError(f"jepalab cannot set env '{name}' to a recorded state; goal-reaching evaluation "
+    if env.name not in SETTABLE and getattr(env.adapter, "reset_to", None) is None:
+        raise ConfigError(f"jepalab cannot set env '{env.name}' to a recorded state; goal-reaching evaluation "
                           f"supports {', '.join(SETTABLE)}.")
-    # the wrapper keeps the raw obs/info of the last reset/step; it has no public setter yet
-    env._raw_obs = raw_obs
-    env.last_info = dict(info)
-    env.last_info["is_success"] = bool(env.adapter.success(env.last_info))
-    return env._obs()
+    return env.reset_to(state, goal_state)
 
 
 def state_success(env: Any, state: np.ndarray, goal_state: np.ndarray) -> tuple[bool, float]:

@@ -34,7 +34,8 @@ def _make_bouncing(**kwargs: Any) -> tuple[Any, Adapter]:
                       proprio=lambda env, obs, info: np.asarray(obs[: 2 * k], np.float32),
                       state=lambda env, obs, info: np.asarray(obs, np.float32),
                       success=lambda info: bool(info.get("is_success", False)),
-                      low=-np.ones(2), high=np.ones(2), max_steps=max_steps, goal=lambda env, info: env.goal_view())
+                      low=-np.ones(2), high=np.ones(2), max_steps=max_steps, goal=lambda env, info: env.goal_view(),
+                      reset_to=lambda env, state, goal: env.set_state(state, goal))
     return raw, adapter
 
 

@@ -58,6 +58,9 @@ class Adapter:
     ``state(env, obs, info) -> (S,)``, ``success(info) -> bool``. ``low``/``high`` are the
     native action bounds (the env's Box) that [-1, 1] maps onto. ``goal(env, info)`` (optional)
     returns the goal of the current episode as ``{"frame": (H, W, C), "proprio", "state"}``.
+    ``reset_to(env, state (S,), goal_state (S,) | None) -> (raw_obs, info)`` (optional) puts the
+    raw env in a recorded ``state`` (a vector as ``state`` returns it) with the goal of
+    ``goal_state``, for goal-reaching evaluation from recorded episodes.
     """
 
     pixels: Callable[[Any, Any], np.ndarray]
@@ -68,6 +71,7 @@ class Adapter:
     high: np.ndarray
     max_steps: int = 300
     goal: Callable[[Any, dict], dict[str, np.ndarray]] | None = None
+    reset_to: Callable[[Any, np.ndarray, np.ndarray | None], tuple[Any, dict]] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -142,9 +146,36 @@ class Env:
             seed = self.seed + self._episode
         self._episode += 1
         self._raw_obs, info = self.raw.reset(seed=seed)
+        self._set_info(info)
+        return self._obs()
+
+    def reset_to(self, state: np.ndarray | Tensor, goal_state: np.ndarray | Tensor | None = None,
+                 seed: int | None = None) -> dict[str, Tensor]:
+        """Start an episode in a recorded ``state`` (the ``obs["state"]`` vector of a recorded
+        step) with the goal of ``goal_state`` (same layout; ``None`` keeps the env's own goal).
+
+        Why: goal-reaching evaluation (LeWorldModel / DINO-WM protocol) replays the start of a
+        held-out episode. Bouncing: positions and velocities; Push-T: agent + block pose (the
+        env's goal pose is fixed); Two-Room: agent position, target = the goal's agent position.
+        Returns the observation of the restored state; ``ConfigError`` if the env cannot be set.
+        """
+        if self.adapter.reset_to is None:
+            raise ConfigError(f"env '{self.name}' cannot be put in a recorded state (its adapter has no reset_to); "
+                              "goal-reaching evaluation supports 'bouncing', 'pusht' and 'tworoom'.")
+        state = np.asarray(state.detach().cpu() if isinstance(state, Tensor) else state, np.float64).reshape(-1)
+        if goal_state is not None:
+            goal_state = np.asarray(goal_state.detach().cpu() if isinstance(goal_state, Tensor) else goal_state,
+                                    np.float64).reshape(-1)
+        if not np.all(np.isfinite(state)) or (goal_state is not None and not np.all(np.isfinite(goal_state))):
+            raise ShapeError(f"env '{self.name}': reset_to needs finite state vectors, got {state} / {goal_state}.")
+        self.reset(seed)  # a fresh episode (seeded as reset()), then overwrite its state
+        self._raw_obs, info = self.adapter.reset_to(self.raw, state, goal_state)
+        self._set_info(info)
+        return self._obs()
+
+    def _set_info(self, info: dict[str, Any]) -> None:
         self.last_info = dict(info)
         self.last_info["is_success"] = bool(self.adapter.success(self.last_info))
-        return self._obs()
 
     def step(self, action: np.ndarray | Tensor) -> tuple[dict[str, Tensor], float, bool, dict[str, Any]]:
         """Apply a normalized action; returns ``(obs, summed reward, done, info)``."""
@@ -162,8 +193,7 @@ class Env:
             done = bool(terminated or truncated)
             if done:
                 break
-        self.last_info = dict(info)
-        self.last_info["is_success"] = bool(self.adapter.success(self.last_info))
+        self._set_info(info)
         return self._obs(), total, done, self.last_info
 
     def goal_obs(self) -> dict[str, Tensor] | None:

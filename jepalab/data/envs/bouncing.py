@@ -58,6 +58,24 @@ class BouncingEnv:
         self._t = 0
         return self._state(), self._info()
 
+    def set_state(self, state: np.ndarray, goal_state: np.ndarray | None = None) -> tuple[np.ndarray, dict]:
+        """Put the world in ``state`` (4K,) = positions then velocities (the ``_state`` layout);
+        ball 0's goal becomes ``goal_state[:2]`` if given. Returns ``(state, info)`` like ``reset``."""
+        from jepalab.errors import ShapeError
+
+        k = self.config.num_balls
+        state = np.asarray(state, np.float64).reshape(-1)
+        if state.size != 4 * k or (goal_state is not None and np.asarray(goal_state).size < 2):
+            raise ShapeError(f"bouncing state must have 4 x num_balls = {4 * k} entries (positions, velocities) "
+                             f"and a goal at least 2; got {state.size} and "
+                             f"{None if goal_state is None else np.asarray(goal_state).size}.")
+        self.pos = torch.as_tensor(state[: 2 * k], dtype=torch.float32).view(1, k, 2)
+        self.vel = torch.as_tensor(state[2 * k:], dtype=torch.float32).view(1, k, 2)
+        if goal_state is not None:
+            self.goal = np.asarray(goal_state, np.float32).reshape(-1)[:2].copy()
+        self._t = 0
+        return self._state(), self._info()
+
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
         push = torch.as_tensor(np.clip(np.asarray(action, dtype=np.float32), -1, 1)).view(1, 2)
         self.pos, self.vel = step_dynamics(self.pos, self.vel, self.low, self.high,

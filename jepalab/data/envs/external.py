@@ -91,23 +91,35 @@ def make_pusht(**kwargs: Any) -> tuple[Any, Adapter]:
     extra: dict[str, Any] = {}
 
     def goal(env: Any, info: dict) -> dict[str, np.ndarray]:
-        # A second env renders the goal so the live simulation is untouched. gym-pusht's
-        # reset_to_state sets the position, then the angle, which turns the T about its centre of
-        # mass (45 px along the stem): start from the position that ends at the goal pose.
+        # A second env renders the goal so the live simulation is untouched.
         pose = np.asarray(info.get("goal_pose", [256.0, 256.0, np.pi / 4]), np.float64)
         agent = np.asarray(info.get("pos_agent", env.unwrapped.agent.position), np.float64)
-        com = pose[:2] + 45.0 * np.array([-np.sin(pose[2]), np.cos(pose[2])])
-        start = com - np.array([0.0, 45.0])
         if "goal_env" not in extra:
             extra["goal_env"] = gym.make("gym_pusht/PushT-v0", **opts)
-        obs, ginfo = extra["goal_env"].reset(options={"reset_to_state": [*agent, *start, pose[2]]})
+        obs, ginfo = _pusht_reset_to(extra["goal_env"], agent, pose)
         return {"frame": _render(extra["goal_env"], obs), "proprio": agent,
                 "state": np.concatenate([agent, np.asarray(ginfo["block_pose"], np.float64)])}
 
+    def reset_to(env: Any, s: np.ndarray, goal_state: np.ndarray | None) -> tuple[Any, dict]:
+        if s.size < 5:
+            raise ConfigError(f"a Push-T state is agent (x, y) + block (x, y, angle): 5 numbers, got {s.size}.")
+        return _pusht_reset_to(env, s[:2], s[2:5])  # the goal pose of gym-pusht is fixed
+
     adapter = Adapter(pixels=_render, proprio=proprio, state=state,
                       success=lambda info: bool(info.get("is_success", False)), low=low, high=high,
-                      max_steps=int(getattr(raw.spec, "max_episode_steps", None) or 300), goal=goal, extra=extra)
+                      max_steps=int(getattr(raw.spec, "max_episode_steps", None) or 300), goal=goal,
+                      reset_to=reset_to, extra=extra)
     return raw, adapter
+
+
+def _pusht_reset_to(env: Any, agent: np.ndarray, pose: np.ndarray) -> tuple[Any, dict]:
+    """Reset gym-pusht to agent ``(x, y)`` and block ``pose (x, y, angle)``. Its ``reset_to_state``
+    sets the block position and then the angle, which turns the T about its centre of mass (45 px
+    along the stem): pass the position that ends at ``pose`` after that turn."""
+    x, y, th = (float(v) for v in pose[:3])
+    com = np.array([x, y]) + 45.0 * np.array([-np.sin(th), np.cos(th)])
+    start = com - np.array([0.0, 45.0])
+    return env.reset(options={"reset_to_state": [float(agent[0]), float(agent[1]), start[0], start[1], th]})
 
 
 # ---------------------------------------------------------------- Two-Room
@@ -161,8 +173,17 @@ def make_tworoom(**kwargs: Any) -> tuple[Any, Adapter]:
         proprio=lambda env, obs, info: np.asarray(info.get("proprio", _vector(obs)[:2]), np.float32),
         state=lambda env, obs, info: _vector(obs),
         success=lambda info: float(info.get("distance_to_target", np.inf)) < 16.0,
-        low=low, high=high, max_steps=100, goal=goal)
+        low=low, high=high, max_steps=100, goal=goal, reset_to=_tworoom_reset_to)
     return raw, adapter
+
+
+def _tworoom_reset_to(env: Any, state: np.ndarray, goal_state: np.ndarray | None) -> tuple[Any, dict]:
+    """Agent at ``state[:2]``; the target at ``goal_state[:2]`` (the goal's agent position), else at
+    the target recorded in ``state[2:4]``, so the env's own distance_to_target is the criterion."""
+    target = goal_state[:2] if goal_state is not None else state[2:4]
+    if state.size < 2 or target.size < 2:
+        raise ConfigError(f"a Two-Room state starts with the agent (x, y) (and target); got {state.size} numbers.")
+    return env.reset(options={"state": state[:2].astype(np.float32), "target_state": target.astype(np.float32)})
 
 
 # ---------------------------------------------------------------- any gymnasium id
