@@ -8,7 +8,12 @@ sequence seen and its cost -- lives here once.
 
 Randomness: candidate noise is drawn once per iteration with shape ``(N, H, A)`` from the
 planner's own seeded ``torch.Generator`` and shared by all ``E`` environments (common random
-numbers). Each environment's result therefore depends only on its own inputs and the seed, not
+numbers). It is white by default (LeWorldModel's CEM) or, with ``noise_beta > 0``, coloured in
+time (power spectrum ~ 1/f^beta, iCEM: Pinneri et al. 2020, "Sample-efficient Cross-Entropy Method
+for Real-time Planning") over the ``H x chunks`` environment steps a plan covers: with frameskip
+action blocks, white noise averages out over the ``chunks`` sub-actions of a block and the
+candidates barely move the agent, while correlated noise explores whole trajectories (measured
+on Two-Room in docs/planning_diagnosis.md). Each environment's result therefore depends only on its own inputs and the seed, not
 on which other environments share the batch: planning ``E`` environments at once gives the same
 plans as planning them one at a time.
 """
@@ -66,7 +71,10 @@ class Planner:
     ball); the box must then contain the origin so that projecting onto the ball first and then
     clamping lands in both sets. ``cost``: ``"l2" | "l1" | "mse"``; ``every_step``: score the
     whole imagined path, not only its end. ``seed``: the planner's generator seed.
-    Subclasses implement :meth:`_optimize`.
+    ``chunks``: env actions per planned action (a model trained with frameskip ``f`` on action
+    blocks plans ``f x`` the env's action dim; then ``chunks = f``), used to lay the sampling noise
+    out in env time. ``noise_beta``: colour of the sampling noise in env time (0 white, 1 pink,
+    2 brown/red; iCEM uses 2-2.5). Subclasses implement :meth:`_optimize`.
     """
 
     #: run ``_optimize`` under ``torch.inference_mode`` (sampling planners); gradient planners need
@@ -85,6 +93,8 @@ class Planner:
         every_step: bool = False,
         seed: int = 0,
         warm_start: bool = True,
+        chunks: int = 1,
+        noise_beta: float = 0.0,
     ) -> None:
         if not hasattr(model, "rollout"):
             raise ConfigError("The planner's model needs a rollout(z_hist, actions, a_hist) method (LatentModel).")
@@ -111,6 +121,12 @@ class Planner:
             if bool((self.low > 0).any() or (self.high < 0).any()):
                 raise ConfigError("With an L2 radius the action box must contain 0 (low <= 0 <= high).")
         self.radius = radius
+        if isinstance(chunks, bool) or not isinstance(chunks, int) or chunks < 1 or self.action_dim % chunks:
+            raise ConfigError(f"chunks={chunks!r} must be an int >= 1 dividing action_dim={self.action_dim} "
+                              "(env actions per planned action: the model's frameskip).")
+        if not (isinstance(noise_beta, (int, float)) and 0.0 <= float(noise_beta) <= 4.0):
+            raise ConfigError(f"noise_beta={noise_beta!r}: use a number in [0, 4] (0 white, 2 iCEM's coloured noise).")
+        self.chunks, self.noise_beta = chunks, float(noise_beta)
         self.cost_kind = cost
         self.every_step = every_step
         self.seed = seed
@@ -169,8 +185,15 @@ class Planner:
         return cost.reshape(e, n)
 
     def noise(self, n: int, device: torch.device) -> Tensor:
-        """Standard normal noise ``(N, H, A)`` from the planner's generator, shared by all envs."""
-        eps = torch.randn(n, self.horizon, self.action_dim, generator=self.generator)
+        """Unit-variance Gaussian noise ``(N, H, A)`` from the planner's generator, shared by all
+        envs: white, or coloured along env time when ``noise_beta > 0`` (module docstring)."""
+        if self.noise_beta == 0.0:
+            eps = torch.randn(n, self.horizon, self.action_dim, generator=self.generator)
+        else:
+            a_env = self.action_dim // self.chunks
+            x = colored_noise(n * a_env, self.horizon * self.chunks, self.noise_beta, self.generator)
+            # (N, a_env, H*chunks) -> (N, H, chunks*a_env): a block lists its sub-actions in env order
+            eps = x.view(n, a_env, self.horizon * self.chunks).transpose(1, 2).reshape(n, self.horizon, self.action_dim)
         return eps.to(device)
 
     def uniform(self, n: int, device: torch.device) -> Tensor:
@@ -235,6 +258,35 @@ class Planner:
                     f"{self.action_dim}-dim actions; pass the actions the model was trained with."
                 )
         return z_hist, goal.to(z_hist.dtype), a_hist
+
+
+def colored_noise(rows: int, length: int, beta: float, generator: torch.Generator | None = None) -> Tensor:
+    """``rows`` independent Gaussian sequences ``(rows, length)`` with power spectrum ~ ``1/f^beta``
+    and unit variance per entry (beta 0: white; 2: Brownian-like, smooth over the sequence).
+
+    Drawn in the frequency domain: each rfft bin ``k >= 1`` gets amplitude ``f_k^(-beta/2)`` (the DC
+    bin takes the lowest frequency's, so the mean of a sequence also varies), real and imaginary
+    parts N(0, amp^2), DC and (even length) Nyquist bins real. The inverse FFT is divided by its
+    exact per-entry standard deviation, ``sqrt(a_0^2 + 2 sum_mid a_k^2 (re + im) + a_N^2) / length``.
+    """
+    if rows < 1 or length < 1:
+        raise ShapeError(f"colored_noise needs rows >= 1 and length >= 1, got {rows} and {length}.")
+    if length == 1 or beta == 0.0:
+        return torch.randn(rows, length, generator=generator)
+    freqs = torch.fft.rfftfreq(length, dtype=torch.float64)
+    freqs[0] = freqs[1]
+    amp = freqs.pow(-beta / 2.0)
+    re = torch.randn(rows, freqs.numel(), generator=generator, dtype=torch.float64) * amp
+    im = torch.randn(rows, freqs.numel(), generator=generator, dtype=torch.float64) * amp
+    im[:, 0] = 0.0
+    power = amp[0] ** 2                                   # DC: real part only
+    if length % 2 == 0:
+        im[:, -1] = 0.0                                   # Nyquist: real part only
+        power = power + amp[-1] ** 2 + 4.0 * amp[1:-1].pow(2).sum()
+    else:
+        power = power + 4.0 * amp[1:].pow(2).sum()
+    x = torch.fft.irfft(torch.complex(re, im), n=length) / (power.sqrt() / length)
+    return x.float()
 
 
 def _repeat(x: Tensor | None, n: int) -> Tensor | None:

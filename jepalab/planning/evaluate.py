@@ -56,9 +56,14 @@ def load_world_model(run_dir: str | os.PathLike, device: str | torch.device = "c
 
 def make_planner(model: Any, name: str = "cem", **kwargs: Any) -> Planner:
     """``"cem"`` (LeWM defaults: 300 samples, 30 iterations, 30 elites, horizon 5), ``"mppi"`` or
-    ``"gradient"``; ``kwargs`` override the planner's constructor arguments."""
+    ``"gradient"``; ``kwargs`` override the planner's constructor arguments. A world model with
+    frameskip ``f`` on action blocks gets ``chunks=f`` (used by coloured noise, ``noise_beta``)."""
     from jepalab.planning import CEM, MPPI, GradientPlanner
 
+    cfg = getattr(model, "config", None)
+    f, a_env = int(getattr(cfg, "frameskip", 1) or 1), int(getattr(cfg, "action_dim", 0) or 0)
+    if "chunks" not in kwargs and f > 1 and a_env and int(getattr(model, "action_dim", 0)) == f * a_env:
+        kwargs = {"chunks": f, **kwargs}  # action blocks: lay sampling noise out in env time
     if name == "cem":
         return CEM(model, **{"horizon": 5, "samples": 300, "iterations": 30, "elites": 30, **kwargs})
     if name == "mppi":
