@@ -65,6 +65,41 @@ def test_learned_world_model_beats_random_actions(trained: WorldModel, data_dir:
     assert r["plans"] > 0 and r["flops_per_plan"] > 1e6
 
 
+class _NegatedActions(torch.nn.Module):
+    """The trained model behind a sign-flipped action mapping: the bug class the diagnosis must catch."""
+
+    def __init__(self, model: WorldModel) -> None:
+        super().__init__()
+        self.inner, self.config = model, model.config
+
+    @property
+    def action_dim(self) -> int:
+        return self.inner.action_dim
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner.encode(x)
+
+    def rollout(self, z, actions, a_hist=None):
+        return self.inner.rollout(z, -actions, None if a_hist is None else -a_hist)
+
+
+def test_diagnosis_separates_model_action_and_search_failures(trained: WorldModel, data_dir: Path) -> None:
+    """Trained model: recorded actions replay to the goal, the planner's input path matches the
+    training frames, and the model ranks the recorded plan cheap. A sign-flipped action mapping
+    and an untrained model are each caught by the oracle rank, not by replay."""
+    from jepalab.planning.diagnose import diagnose_planning
+
+    kw = dict(episodes=4, samples=64, planner_kwargs=dict(samples=32, iterations=3, elites=4))
+    good = diagnose_planning(trained, "bouncing", data_dir, **kw)
+    assert good["replay_success_rate"] == 1.0 and good["frame_gap"] < 0.05, good
+    assert good["ranked_tasks"] == 4 and good["oracle_rank"] < 0.15, good
+    assert "span_mismatch" not in good and np.isfinite(good["search_gap"])
+    flipped = diagnose_planning(_NegatedActions(trained), "bouncing", data_dir, **kw)
+    assert flipped["replay_success_rate"] == 1.0 and flipped["oracle_rank"] > good["oracle_rank"] + 0.3, flipped
+    blank = diagnose_planning(_tiny_lewm().eval(), "bouncing", data_dir, **kw)
+    assert 0.3 < blank["oracle_rank"] < 0.7, blank  # ignores actions: every sequence ties
+
+
 def test_untrained_model_does_not_plan_better_than_chance(data_dir: Path) -> None:
     """The same protocol with the untrained twin: the test above measures learning, not luck."""
     r = evaluate_planning(_tiny_lewm().eval(), "bouncing", data_dir, episodes=12, goal_offset=25, budget=50,

@@ -8,14 +8,16 @@ sequence seen and its cost -- lives here once.
 
 Randomness: candidate noise is drawn once per iteration with shape ``(N, H, A)`` from the
 planner's own seeded ``torch.Generator`` and shared by all ``E`` environments (common random
-numbers). It is white by default (LeWorldModel's CEM) or, with ``noise_beta > 0``, coloured in
-time (power spectrum ~ 1/f^beta, iCEM: Pinneri et al. 2020, "Sample-efficient Cross-Entropy Method
-for Real-time Planning") over the ``H x chunks`` environment steps a plan covers: with frameskip
-action blocks, white noise averages out over the ``chunks`` sub-actions of a block and the
-candidates barely move the agent, while correlated noise explores whole trajectories (measured
-on Two-Room in docs/planning_diagnosis.md). Each environment's result therefore depends only on its own inputs and the seed, not
+numbers). Each environment's result therefore depends only on its own inputs and the seed, not
 on which other environments share the batch: planning ``E`` environments at once gives the same
 plans as planning them one at a time.
+
+The noise is white by default (LeWorldModel's CEM) or, with ``noise_beta > 0``, coloured in time
+(power spectrum ~ 1/f^beta; iCEM, Pinneri et al. 2020, "Sample-efficient Cross-Entropy Method for
+Real-time Planning") over the ``H x chunks`` environment steps a plan covers. Why: with frameskip
+action blocks, white noise averages out over the ``chunks`` sub-actions of a block and the
+candidates barely move the agent, while correlated noise explores whole trajectories (measured on
+Two-Room with ``jepalab.planning.diagnose``; regression in tests/test_planning_noise.py).
 """
 
 from __future__ import annotations
