@@ -25,7 +25,9 @@ class TrainConfig:
     ``accum_steps=k`` each optimizer step runs ``k`` micro-batches of ``B/(W*k)`` rows, so neither
     changes the math. ``amp="auto"`` = bf16 autocast on CUDA when supported, fp32 on CPU/MPS.
     ``grad_clip=0`` and ``monitor_every=0`` switch those off; ``checkpoint_every=0`` saves only at
-    the end.
+    the end. ``compile=True`` runs the recipe's modules (encoders, predictors, heads, losses)
+    through ``torch.compile`` during training (``jepalab.trainer.compile``): tens of seconds of
+    compilation first, same losses and checkpoints as eager; masks and augmentations stay eager.
     """
 
     steps: int = 1000

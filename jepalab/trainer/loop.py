@@ -34,6 +34,7 @@ from jepalab.checkpoint import (
 from jepalab.errors import CheckpointError, ConfigError, DataError, TrainingDivergedError
 from jepalab.recipes.base import Recipe
 from jepalab.runlog import RunLog
+from jepalab.trainer.compile import check_compile_available, compile_failure, compile_model, uncompile_model
 from jepalab.trainer.config import TrainConfig, lr_at, param_groups, step_seed
 from jepalab.trainer.distributed import DistContext, setup_distributed
 
@@ -199,6 +200,8 @@ def _run(
             f"({world} x {cfg.accum_steps})."
         )
     amp = _amp_dtype(cfg.amp, device)
+    if cfg.compile:  # fail before any file is written, not at the first step
+        check_compile_available(device)
     model.to(device).train()
     groups, group_names = param_groups(model, cfg.weight_decay)
     params = [p for g in groups for p in g["params"]]
@@ -243,6 +246,10 @@ def _run(
                     f"{k} {a!r} -> {b!r}" for k, (a, b) in changed.items()), level=logging.WARNING)
             log.event("start", f"training {type(model).__name__} for {cfg.steps} steps on {device} x{world}",
                       device=str(device), world_size=world, amp=str(amp), config=dataclasses.asdict(cfg))
+        if cfg.compile:  # in place, before DDP wraps it: state_dict keys stay those of the eager model
+            names = compile_model(model, device)
+            log.event("compile", f"torch.compile (inductor) of {', '.join(names)}; the first steps include "
+                      "compilation (tens of seconds on CPU)", modules=names)
         runner: nn.Module = _StepModule(model)
         ddp = None
         if world > 1:
@@ -250,12 +257,27 @@ def _run(
                 runner, device_ids=[device.index] if device.type == "cuda" else None
             )
             runner = ddp
-        if cfg.compile:
-            runner = torch.compile(runner)
         return _loop(model, source, cfg, run_dir, seed, experiment, dc, log, runner, ddp, opt, scaler,
                      params, group_names, amp, start, elapsed0, last_metrics)
     finally:
+        if cfg.compile:
+            uncompile_model(model)  # the returned model runs eagerly (no recompiles for eval/no_grad)
         log.close()
+
+
+def _forward(runner: nn.Module, ddp: nn.Module | None, mb: dict[str, Any], step: int) -> Any:
+    """One ``training_step`` call; a torch.compile build failure becomes advice to switch it off."""
+    try:
+        return _ddp_forward(runner, mb, step) if ddp is not None else runner(mb, step)
+    except Exception as e:
+        if not compile_failure(e):
+            raise
+        cause = getattr(e, "inner_exception", None) or e.__cause__ or e  # the compiler's own error
+        first = (str(cause).strip().splitlines() or [""])[0][:300]
+        raise ConfigError(
+            f"torch.compile could not build the training step at step {step} ({type(cause).__name__}: {first}). "
+            "Set train.compile=false (CLI: --set train.compile=false) to train eagerly."
+        ) from e
 
 
 def _loop(
@@ -284,7 +306,7 @@ def _loop(
             sync = contextlib.nullcontext() if ddp is None or i == k - 1 else ddp.no_sync()
             with sync:
                 with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-                    out = _ddp_forward(runner, mb, step) if ddp is not None else runner(mb, step)
+                    out = _forward(runner, ddp, mb, step)
                 loss, extra = _scalars(out, step)
                 scaled = loss.float() / k
                 (scaler.scale(scaled) if scaler is not None else scaled).backward()
