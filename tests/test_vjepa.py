@@ -93,3 +93,29 @@ def test_tiny_config_builds_and_steps() -> None:
     model = get_recipe(exp.recipe)(exp.model)
     out = model.training_step(BouncingBalls(exp.data).batch(0, 2), 0)
     assert torch.isfinite(out["loss"])
+
+
+def test_min_context_reaches_both_tube_masks() -> None:
+    """Every sample keeps >= min_context visible patches per frame under both generators."""
+    model = VJEPA(tiny(patch_size=4, min_context=3))  # grid (2, 8, 8)
+    assert all(gen.min_context == 3 for gen in model.mask_gens)
+    g = torch.Generator().manual_seed(0)
+    t = model.encoder.grid[0]
+    for _ in range(20):
+        for gen in model.mask_gens:
+            m = gen(8, g)
+            assert m.context.shape[1] >= 3 * t  # trimmed to the batch minimum, still above the floor
+    with pytest.raises(ConfigError, match="min_context"):
+        VJEPA(tiny(min_context=0))
+    with pytest.raises(ConfigError, match="min_context"):
+        VJEPA(tiny(patch_size=8, min_context=16))  # a 4x4 grid has only 16 patches per frame
+
+
+
+def test_training_step_reports_context_above_floor() -> None:
+    """The logged context size (mean over the two generators) respects min_context x frames."""
+    torch.manual_seed(0)
+    model = VJEPA(tiny(num_frames=8, patch_size=4, min_context=4))  # grid (4, 8, 8)
+    out = model.training_step({"frames": clips(0, 4).repeat(1, 2, 1, 1, 1)}, 0)
+    assert float(out["context_tokens"]) >= 4 * 4
+    assert torch.isfinite(out["loss"])

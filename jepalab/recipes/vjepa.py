@@ -8,6 +8,13 @@ Video". Method, as composed here:
   ones (0.7), each block a tube through the whole clip; context = the complement;
 - target: the EMA teacher's layer-normed tokens of the full clip, momentum 0.998 -> 1.0;
 - predictor: the narrow ``MaskedPredictor``; L1 loss, averaged over the two mask generators.
+
+Small-scale notes (issue 5, measured on 32x32 bouncing-ball clips, see benchmarks/SSL.md): with
+8x8-pixel patches (a 4x4 grid) a tube is 1-2 patches wide and the masks leave 4-20 context tokens
+of 64; 4x4 patches (8x8 grid) resolve a 10-px ball into ~3x3 patches and leave 8-76 of 256.
+``min_context`` sets a floor of visible patches per frame. A faster EMA (0.99) or a higher lr
+(1e-3, 2e-3) makes the teacher's tokens drift to a shared offset within a few hundred steps (L1
+loss 0.05-0.1, pooled embeddings flagged collapsed); lr 5e-4 with the paper's 0.998 does not.
 """
 
 from __future__ import annotations
@@ -46,6 +53,7 @@ class VJEPAConfig:
     large_blocks: int = 2
     large_scale: float = 0.7
     aspect: tuple[float, float] = (0.75, 1.5)
+    min_context: int = 2  # visible spatial patches per frame each tube mask must leave (resampled until it does)
     loss: str = "l1"
     anti_collapse: str = "ema"
     ema_start: float = 0.998
@@ -73,8 +81,13 @@ class VJEPA(MaskedJEPA):
         tubelet = config.tubelet if config.encoder == "vit" else 1
         self.encoder = build_encoder(config, num_frames=config.num_frames, tubelet=tubelet)
         grid = self.encoder.grid
+        if not 1 <= config.min_context < grid[1] * grid[2]:
+            raise ConfigError(
+                f"model.min_context={config.min_context} must be in [1, {grid[1] * grid[2]}) for a "
+                f"{grid[1]}x{grid[2]} patch grid; it counts visible patches per frame."
+            )
         self.mask_gens = [
-            TubeMask(grid, ((n, s),), config.aspect)
+            TubeMask(grid, ((n, s),), config.aspect, min_context=config.min_context)
             for n, s in ((config.small_blocks, config.small_scale), (config.large_blocks, config.large_scale))
             if n > 0
         ]
