@@ -39,13 +39,15 @@ def _overrides_forward(m: nn.Module) -> bool:
 def compile_targets(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """The outermost submodules of ``model`` that define ``forward`` (name, module), in
     registration order; the recipe itself is never one (its entry point is ``training_step``).
-    Modules without parameters or buffers-only helpers are kept too: losses compile well."""
+    Parameter-free modules count (losses compile well). torch's own modules (``nn.Linear``,
+    ``nn.Sequential``, ...) are searched, not taken: Dynamo does not trace a frame that starts
+    inside ``torch.nn``, so compiling one alone would run it eagerly anyway."""
     found: list[tuple[str, nn.Module]] = []
 
     def walk(prefix: str, m: nn.Module) -> None:
         for name, child in m.named_children():
             full = f"{prefix}{name}"
-            if _overrides_forward(child):
+            if _overrides_forward(child) and not type(child).__module__.startswith("torch."):
                 found.append((full, child))
             else:
                 walk(full + ".", child)
