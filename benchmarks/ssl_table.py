@@ -285,10 +285,12 @@ def evaluate(model: Recipe, st: Setting) -> dict[str, float]:
     return {"knn": knn, "linear": lin, "rank": effective_rank(zte)}
 
 
-def train_cfg(m: Method, steps: int) -> TrainConfig:
+def train_cfg(m: Method, steps: int, compile: bool = False, log_every: int = 0) -> TrainConfig:
+    """The table's training settings; ``compile`` turns on ``TrainConfig.compile``, ``log_every``
+    (default: once, at the end) lets the speed test read the time at an intermediate step."""
     return TrainConfig(steps=steps, batch_size=m.batch_size, lr=m.lr, weight_decay=0.05,
-                       warmup_steps=min(20, steps), checkpoint_every=0, log_every=max(steps, 1),
-                       monitor_every=max(steps, 1), progress=False, device="cpu", amp="off")
+                       warmup_steps=min(20, steps), checkpoint_every=0, log_every=log_every or max(steps, 1),
+                       monitor_every=max(steps, 1), progress=False, device="cpu", amp="off", compile=compile)
 
 
 def run_method(m: Method, st: Setting, steps: int, seed: int, run_root: Path) -> dict[str, Any]:
@@ -350,25 +352,53 @@ def compare_lines(rows: list[dict[str, Any]]) -> list[str]:
     return out
 
 
-def speed_ab(pair: tuple[Method, Method], st: Setting, steps: int, rounds: int, seed: int) -> dict[str, float]:
+def speed_ab(pair: tuple[Method, Method], st: Setting, steps: int, rounds: int, seed: int,
+             compile: bool = False, warm: int = 5) -> dict[str, float]:
     """Interleaved A/B timing of a jepalab row and its lightly twin: ``rounds`` alternating
     training calls of ``steps`` steps each (A B B A A B ...), median images/s of each side.
 
     Why: on a shared CPU the load changes from minute to minute, so one run per side measures
     the neighbours as much as the code; alternating short runs exposes both to the same load.
+    With ``compile`` the jepalab side trains with ``TrainConfig.compile`` (lightly ships no
+    trainer, so its side stays eager) and both sides are timed in steady state: images/s over
+    steps ``warm+1..steps``, read from the run log, so compilation is excluded; the extra time
+    of the jepalab side's first ``warm`` steps over lightly's is reported as compile time
+    (``compile_s``: first round, a cold compile; ``recompile_s``: median of later rounds, where
+    Dynamo's cache makes a fresh model's compile cheap). ``jepalab_eager`` adds a third,
+    uncompiled jepalab side per round for the eager-vs-compiled ratio.
     """
-    got: dict[str, list[float]] = {"a": [], "b": []}
+    from jepalab.runlog import read_jsonl
+
+    if compile and not 0 < warm < steps:
+        raise ConfigError(f"--speed-steps ({steps}) must exceed the {warm} warm-up steps excluded with --compile.")
+    if compile:  # forget other pairs' graphs: each method compiles (static shapes) and is timed on its own
+        torch._dynamo.reset()
+    sides = ("a", "b", "e") if compile else ("a", "b")
+    got: dict[str, list[float]] = {k: [] for k in sides}
+    first: dict[str, list[float]] = {k: [] for k in sides}
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(rounds):
-            order = ("a", "b") if r % 2 == 0 else ("b", "a")
-            for side in order:
-                m = pair[0] if side == "a" else pair[1]
+            for side in sides if r % 2 == 0 else sides[::-1]:
+                m = pair[1] if side == "b" else pair[0]
                 model = build_model(m, steps, seed)
+                run = Path(tmp) / f"{side}{r}"
+                cfg = train_cfg(m, steps, compile=compile and side == "a", log_every=warm if compile else 0)
                 t0 = time.perf_counter()
-                train(model, st.image_source, train_cfg(m, steps), Path(tmp) / f"{side}{r}", seed=seed)
-                got[side].append(steps * m.batch_size / (time.perf_counter() - t0))
-    a, b = sorted(got["a"])[rounds // 2], sorted(got["b"])[rounds // 2]
-    return {"jepalab": a, "lightly": b, "ratio": a / b}
+                train(model, st.image_source, cfg, run, seed=seed)
+                wall = time.perf_counter() - t0
+                if not compile:
+                    got[side].append(steps * m.batch_size / wall)
+                    continue
+                log = {row["step"]: row["time"] for row in read_jsonl(run / "log.jsonl")}
+                got[side].append((steps - warm) * m.batch_size / (log[steps] - log[warm]))
+                first[side].append(log[warm])
+    med = {k: sorted(v)[rounds // 2] for k, v in got.items()}
+    out = {"jepalab": med["a"], "lightly": med["b"], "ratio": med["a"] / med["b"]}
+    if compile:
+        later = sorted(a - b for a, b in zip(first["a"][1:], first["b"][1:])) or [float("nan")]
+        out.update(jepalab_eager=med["e"], compiled_vs_eager=med["a"] / med["e"],
+                   compile_s=first["a"][0] - first["b"][0], recompile_s=later[len(later) // 2])
+    return out
 
 
 def lightly_status() -> str | None:
@@ -403,11 +433,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--speed-steps", type=int, default=30)
     p.add_argument("--speed-rounds", type=int, default=5)
     p.add_argument("--no-lightly", action="store_true", help="skip the lightly twins even if importable")
+    p.add_argument("--compile", action="store_true",
+                   help="--speed-only: train the jepalab side with train.compile=true (steady-state img/s, "
+                        "compile time reported; writes results/ssl_speed_compile.md)")
     p.add_argument("--out", default=str(RESULTS / "ssl_table.md"))
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     steps = 20 if a.quick else a.steps
+    if a.compile and not a.speed_only:
+        raise ConfigError("--compile applies to the A/B speed test only: add --speed-only.")
     if steps < 1:
         raise ConfigError(f"--steps must be >= 1, got {steps}.")
     why_no_lightly = "skipped by --no-lightly" if a.no_lightly else lightly_status()
@@ -429,12 +464,25 @@ def main(argv: list[str] | None = None) -> int:
         md += ["", f"Each pair alternates {a.speed_rounds} training calls of {a.speed_steps} steps per side (ABBA...), "
                "same backbone, views, data, trainer; median images/s per side.", "",
                "| dataset | method | batch | jepalab img/s | lightly img/s | ratio jepalab/lightly |", "|---|---|---|---|---|---|"]
+        if a.compile:
+            md[0] = "# jepalab (train.compile=true) vs lightly: interleaved A/B training speed"
+            md[-4] = (f"Each round runs {a.speed_steps}-step training calls of jepalab compiled, lightly (eager: lightly "
+                      "ships no trainer) and jepalab eager, in alternating order, same backbone, views, data, trainer; "
+                      f"steady-state images/s = steps 6..{a.speed_steps} read from the run log (compilation excluded), "
+                      f"median of {a.speed_rounds} rounds. compile s = extra time of the compiled side's first 5 steps over "
+                      "lightly's: first round (cold in this process; run with a fresh TORCHINDUCTOR_CACHE_DIR for a cold disk cache too) / median of later rounds (Dynamo cache warm).")
+            md[-2] = ("| dataset | method | batch | jepalab compiled img/s | lightly img/s | ratio compiled/lightly "
+                      "| jepalab eager img/s | compiled/eager | compile s (cold / later) |")
+            md[-1] = "|---|---|---|---|---|---|---|---|---|"
     for ds in [d.strip() for d in a.datasets.split(",") if d.strip()] if a.speed_only else []:
         st = mnist_setting(a.mnist_train, 64, 64, seed=a.seed) if ds == "mnist" else video_setting(64, 64, seed=a.seed)
         ms = [m for m in methods_for(st, with_lightly=True) if m.recipe in VIEW_METHODS]
         for jm, lm in zip(ms[0::2], ms[1::2]):
-            r = speed_ab((jm, lm), st, a.speed_steps, a.speed_rounds, a.seed)
+            r = speed_ab((jm, lm), st, a.speed_steps, a.speed_rounds, a.seed, compile=a.compile)
             md.append(f"| {st.name} | {jm.label} | {jm.batch_size} | {r['jepalab']:.0f} | {r['lightly']:.0f} | {r['ratio']:.2f}x |")
+            if a.compile:
+                md[-1] += (f" {r['jepalab_eager']:.0f} | {r['compiled_vs_eager']:.2f}x | "
+                           f"{r['compile_s']:.1f} / {r['recompile_s']:.1f} |")
             print(md[-1], flush=True)
     for ds in [d.strip() for d in a.datasets.split(",") if d.strip()] if not a.speed_only else []:
         if ds == "mnist":
@@ -462,7 +510,8 @@ def main(argv: list[str] | None = None) -> int:
         md += ["", f"## {st.name}", "", st.note + ".", "", *fmt_rows(rows, st.kind), ""]
         md += compare_lines(rows) or ["- lightly columns: " + (why_no_lightly or "no lightly twin for these methods")]
     md += ["", f"Total wall time {time.perf_counter() - t_start:.0f} s; load average at end: {loadavg()}.", ""]
-    out = Path(a.out if not (a.speed_only and a.out == str(RESULTS / "ssl_table.md")) else RESULTS / "ssl_speed.md")
+    speed_md = RESULTS / ("ssl_speed_compile.md" if a.compile else "ssl_speed.md")
+    out = Path(a.out if not (a.speed_only and a.out == str(RESULTS / "ssl_table.md")) else speed_md)
     out.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out, "\n".join(md))
     print("\n".join(md))

@@ -101,12 +101,12 @@ def compile_model(model: nn.Module, device: torch.device) -> list[str]:
     return [n for n, _ in targets]
 
 
-def uncompile_model(model: nn.Module) -> None:
-    """Return every module compiled by :func:`compile_model` to eager execution."""
-    for m in model.modules():
+def uncompile_model(model: nn.Module, names: list[str]) -> None:
+    """Return the submodules ``names`` (from :func:`compile_model`) to eager execution; modules
+    a user compiled themselves are left alone."""
+    for name in names:
         # nn.Module.compile stores the compiled call here; None is its "not compiled" value.
-        if getattr(m, "_compiled_call_impl", None) is not None:
-            m._compiled_call_impl = None
+        model.get_submodule(name)._compiled_call_impl = None
 
 
 def compile_failure(e: BaseException) -> bool:

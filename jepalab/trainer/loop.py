@@ -234,6 +234,7 @@ def _run(
         )
     dc.barrier()  # every rank has read the checkpoint before rank 0 may write a new one
     log = RunLog(run_dir, total_steps=cfg.steps, start_step=start, enabled=rank == 0, progress=cfg.progress)
+    compiled: list[str] = []
     try:
         if rank == 0:
             remove_stale_temp_dirs(run_dir)
@@ -247,7 +248,7 @@ def _run(
             log.event("start", f"training {type(model).__name__} for {cfg.steps} steps on {device} x{world}",
                       device=str(device), world_size=world, amp=str(amp), config=dataclasses.asdict(cfg))
         if cfg.compile:  # in place, before DDP wraps it: state_dict keys stay those of the eager model
-            names = compile_model(model, device)
+            compiled = names = compile_model(model, device)
             log.event("compile", f"torch.compile (inductor) of {', '.join(names)}; the first steps include "
                       "compilation (tens of seconds on CPU)", modules=names)
         runner: nn.Module = _StepModule(model)
@@ -260,8 +261,7 @@ def _run(
         return _loop(model, source, cfg, run_dir, seed, experiment, dc, log, runner, ddp, opt, scaler,
                      params, group_names, amp, start, elapsed0, last_metrics)
     finally:
-        if cfg.compile:
-            uncompile_model(model)  # the returned model runs eagerly (no recompiles for eval/no_grad)
+        uncompile_model(model, compiled)  # the returned model runs eagerly (no recompiles for eval/no_grad)
         log.close()
 
 
