@@ -109,7 +109,6 @@ def test_backend_failure_becomes_config_error(tmp_path, monkeypatch) -> None:
         return [n for n, _ in names]
 
     monkeypatch.setattr(loop, "compile_model", compile_broken)
-    monkeypatch.setattr(torch._dynamo.config, "suppress_errors", False)
     model = _vicreg()
     with pytest.raises(ConfigError, match="simulated C\\+\\+ compile error.*train.compile=false"):
         train(model, DigitsImages(DigitsConfig(img_size=8)), _cfg(compile=True), tmp_path, seed=0)
@@ -120,6 +119,13 @@ def test_backend_failure_becomes_config_error(tmp_path, monkeypatch) -> None:
 def test_compile_targets_and_config_wiring(tmp_path) -> None:
     names = [n for n, _ in tc.compile_targets(_vicreg())]
     assert names == ["backbone.encoder", "objective"]  # the Linear/BN head is torch.nn's: Dynamo skips it
+    m = _vicreg()
+    m.backbone.projector.compile()  # the user's own choice survives the trainer's clean-up
+    done = tc.compile_model(m, torch.device("cpu"))  # lazy: nothing is built before a call
+    assert m.backbone.encoder._compiled_call_impl is not None
+    tc.uncompile_model(m, done)
+    assert m.backbone.encoder._compiled_call_impl is None and m.objective._compiled_call_impl is None
+    assert m.backbone.projector._compiled_call_impl is not None
     ij = get_recipe("ijepa")
     ijepa = ij(ij.config_class(img_size=16, in_chans=1, embed_dim=16, depth=1, heads=2, pred_dim=8, pred_depth=1,
                                pred_heads=2))
