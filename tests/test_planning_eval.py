@@ -127,6 +127,9 @@ def test_tasks_come_from_held_out_episodes(data_dir: Path) -> None:
     for t in tasks:
         ep = load_episode(data_dir, t["episode"])
         assert np.array_equal(t["goal_frame"], ep["frames"][t["start"] + 25])
+    # more tasks than held-out episodes: starts are redrawn so no (episode, start) pair repeats
+    many = pick_tasks(data_dir, 24, goal_offset=25, seed=0)
+    assert len({(t["episode"], t["start"]) for t in many}) == 24
     with pytest.raises(DataError, match="longer than goal_offset"):
         pick_tasks(data_dir, 1, goal_offset=100)
 

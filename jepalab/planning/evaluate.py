@@ -134,7 +134,8 @@ def pick_tasks(dataset_dir: str | os.PathLike, count: int, goal_offset: int = 25
     """``count`` start/goal pairs from held-out episodes, cycling over them: a random start ``s``
     with ``s + goal_offset`` inside the episode. Each task: ``episode, start, state (S,),
     goal_state (S,), goal_frame (H, W, C) uint8, start_frame``. ``accept(state, goal_state)``
-    (optional) rejects pairs, e.g. those already solved at the start (up to 20 redraws each)."""
+    (optional) rejects pairs, e.g. those already solved at the start; a start already drawn from
+    the same episode is redrawn too (up to 20 redraws each: short episodes may still repeat)."""
     from jepalab.data.trajectories import load_episode
 
     if count < 1 or goal_offset < 1:
@@ -146,14 +147,15 @@ def pick_tasks(dataset_dir: str | os.PathLike, count: int, goal_offset: int = 25
     if not eps:
         raise DataError(f"No held-out episode in {dataset_dir} is longer than goal_offset={goal_offset} steps; "
                         "record longer episodes (jepalab collect --steps) or lower the goal offset.")
-    tasks = []
+    tasks, used = [], set()
     for i in range(count):
         e = eps[i % len(eps)]
         ep = loaded[e]
-        for _ in range(20):
+        for _ in range(20):  # a distinct (episode, start) pair: a repeated task adds no information
             s = int(rng.integers(0, ep["frames"].shape[0] - goal_offset))
-            if accept is None or accept(ep["state"][s], ep["state"][s + goal_offset]):
+            if (e, s) not in used and (accept is None or accept(ep["state"][s], ep["state"][s + goal_offset])):
                 break
+        used.add((e, s))
         tasks.append({"episode": e, "start": s, "state": ep["state"][s], "goal_state": ep["state"][s + goal_offset],
                       "start_frame": ep["frames"][s], "goal_frame": ep["frames"][s + goal_offset]})
     return tasks
