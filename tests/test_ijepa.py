@@ -161,3 +161,38 @@ def test_tiny_config_builds_and_steps() -> None:
     model = get_recipe(exp.recipe)(exp.model)
     out = model.training_step(Source(exp.data).batch(0, 2), 0)
     assert torch.isfinite(out["loss"])
+
+
+def test_mnist_config_small_grid_masks_and_step() -> None:
+    """configs/ijepa_mnist.yaml (the benchmark's I-JEPA row): on the 4x4 grid of 16x16 digits
+    every target is one 2x2 block, targets never leak into the context, and a step trains."""
+    from pathlib import Path
+
+    from jepalab.config import load_experiment
+    from jepalab.data.images import MNISTImages
+
+    path = Path(__file__).resolve().parents[1] / "configs" / "ijepa_mnist.yaml"
+    exp = load_experiment(path, ["train.steps=30", "data.limit=64"])
+    model = get_recipe(exp.recipe)(exp.model)
+    assert model.encoder.grid == (4, 4) and exp.model.total_steps == 30
+    g = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        masks = model.mask_gen(8, g)
+        assert len(masks.targets) == 2
+        for t in masks.targets:
+            rows, cols = t // 4, t % 4
+            assert t.shape == (8, 4)  # a 2x2 block: 2 distinct rows x 2 distinct columns
+            assert all(len(set(r.tolist())) == 2 and len(set(c.tolist())) == 2 for r, c in zip(rows, cols))
+            assert not (masks.context.unsqueeze(2) == t.unsqueeze(1)).any()
+        assert masks.context.shape[1] >= exp.model.min_context
+    out = model.training_step(MNISTImages(exp.data).batch(0, 8), 0)
+    assert torch.isfinite(out["loss"]) and out["embeddings"].shape == (8, 64)
+
+
+def test_paper_block_sizes_do_not_fit_a_4x4_grid() -> None:
+    """The paper's defaults (4 targets, min_context 10) cannot be met on a 4x4 grid: the mask
+    generator says so with a ConfigError instead of returning an empty context."""
+    model = IJEPA(tiny(img_size=16, in_chans=1, patch_size=4))
+    with pytest.raises(ConfigError, match="min_context"):
+        for _ in range(10):
+            model.mask_gen(4, torch.Generator().manual_seed(0))

@@ -10,6 +10,10 @@ Architecture". Method, as composed here:
 - predictor: the narrow ``MaskedPredictor`` (shared mask token + target position), one pass per
   target block (batched together), loss averaged over blocks; L2 as in the paper.
 
+Small grids: on a 4x4 patch grid (16x16 digits, patch 4) no integer block has the paper's 15-20%
+area, and 4 targets would leave almost no context; ``configs/ijepa_mnist.yaml`` uses 2 targets of
+2x2 and a full-width, 4-deep predictor (measured in ``benchmarks/SSL.md``).
+
 ``anti_collapse="none"`` takes the target from the online encoder *with* gradient: the
 configuration that collapses, kept so the collapse monitor can be demonstrated on it.
 ``MaskedJEPA`` holds the steps shared with V-JEPA (``recipes/vjepa.py``).
