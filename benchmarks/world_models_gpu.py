@@ -71,15 +71,16 @@ def _collect_shard(job: tuple[str, str, int, str, int, int, int, dict[str, Any]]
 
 def record_parallel(env: str, work: Path, s: dict[str, Any], workers: int) -> Path:
     """``s["episodes"]`` episodes from ``workers`` processes, interleaved into ``work/env/mixed``:
-    shard ``w`` records with seed ``1000 + w``, even shards random (held 5), odd ones the expert."""
+    shard ``w`` records with seed ``1000 + w``; shards alternate in pairs between random (held 5) and the
+    expert, so the held-out episodes (``i % 10 == 9``, always odd) hold both kinds."""
     from jepalab.data.trajectories import episode_path, list_episodes, read_meta, write_meta
 
     out = work / env / "mixed"
     if (out / "meta.json").is_file() and read_meta(out).get("episodes") == s["episodes"]:
         return out
-    workers = max(2, workers - workers % 2)
+    workers = max(4, workers)
     per = -(-s["episodes"] // workers)
-    jobs = [(env, str(work / env / f"shard{w}"), per, "random" if w % 2 == 0 else "expert", MODEL["img_size"],
+    jobs = [(env, str(work / env / f"shard{w}"), per, "random" if w % 4 < 2 else "expert", MODEL["img_size"],
              s["steps"], 1000 + w, dict(s.get("env_kwargs", {}))) for w in range(workers)]
     with mp.get_context("spawn").Pool(workers) as pool:
         shards = pool.map(_collect_shard, jobs)
@@ -153,7 +154,7 @@ def run_env(env: str, work: Path, quick: bool, goals: int, workers: int, device:
     out["peak_tflops"] = gpu_peak_tflops(dev)
     out["speed"] = wm.plan_speed(model, out["peak_tflops"] * 1e3, PLAN)
     print(f"[{env}] one plan {out['speed']['s_per_plan']:.3f} s", flush=True)
-    plan = {**PLAN, "iterations": 3} if quick else PLAN
+    plan = {**PLAN, "noise_beta": 2.0, **({"iterations": 3} if quick else {})}  # coloured noise: WORLD_MODELS.md
     t1 = time.perf_counter()
     r = evaluate_planning(model, env, data, episodes=goals, goal_offset=25, budget=50, planner="cem",
                           planner_kwargs=plan, seed=0)
