@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor, nn
 
 from jepalab.errors import ConfigError, ShapeError
@@ -224,7 +225,10 @@ class WorldModel(Recipe):
             loss = loss + rl
             out["rollout"] = rl.detach()
         if self.config.objective == "lewm":
-            reg = self.sigreg(z.flatten(0, 1), step=step)  # same projections on every rank
+            # LeWM's SIGReg: the Epps-Pulley test over the *batch* at each time step, averaged over
+            # steps (same projections for all steps and on every rank). Pooling the B*T frames into
+            # one sample would count a clip's own frames as spread and weigh the term ~T x heavier.
+            reg = torch.stack([self.sigreg(z[:, i], step=step) for i in range(t)]).mean()
             loss = loss + self.config.sigreg_weight * reg
             out["sigreg"] = reg.detach()
         out["loss"] = loss
