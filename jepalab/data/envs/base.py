@@ -34,7 +34,8 @@ def resize_frame(frame: np.ndarray | Tensor, img_size: int) -> Tensor:
     Bilinear with antialiasing, so downscaling Push-T's 96 px (or a 680 px render) to 64 px does
     not alias thin edges; the result is clamped to [0, 1] (bilinear overshoot is tiny but real).
     """
-    x = torch.as_tensor(np.ascontiguousarray(frame))
+    # a copy: envs hand out read-only render buffers, which torch cannot wrap safely
+    x = frame if isinstance(frame, Tensor) else torch.tensor(np.asarray(frame))
     if x.dim() == 2:
         x = x[..., None]
     if x.dim() != 3 or x.shape[-1] not in (1, 3, 4):
