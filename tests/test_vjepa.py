@@ -119,3 +119,23 @@ def test_training_step_reports_context_above_floor() -> None:
     out = model.training_step({"frames": clips(0, 4).repeat(1, 2, 1, 1, 1)}, 0)
     assert float(out["context_tokens"]) >= 4 * 4
     assert torch.isfinite(out["loss"])
+
+
+def test_coarse_grid_with_full_width_predictor() -> None:
+    """The benchmark's shape: 8x8 patches on 8-frame 32x32 clips -> a (4, 4, 4) grid; under both
+    tube generators every sample keeps >= min_context patches per frame and some targets, and a
+    predictor as wide as the encoder trains."""
+    torch.manual_seed(0)
+    model = VJEPA(tiny(num_frames=8, patch_size=8, pred_dim=48, pred_depth=2, pred_heads=4, min_context=2))
+    assert model.encoder.grid == (4, 4, 4)
+    g = torch.Generator().manual_seed(1)
+    for _ in range(10):
+        for gen in model.mask_gens:
+            m = gen(16, g)
+            assert m.context.shape[1] >= 2 * 4 and m.targets[0].shape[1] >= 4
+            for b in range(16):
+                assert set(m.context[b].tolist()).isdisjoint(m.targets[0][b].tolist())
+    out = model.training_step({"frames": clips(0, 2).repeat(1, 2, 1, 1, 1)}, 0)
+    out["loss"].backward()
+    assert torch.isfinite(out["loss"]) and out["embeddings"].shape == (2, 48)
+    assert all(p.grad is not None for p in model.predictor.parameters() if p.requires_grad)
