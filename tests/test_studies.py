@@ -148,3 +148,17 @@ def test_collapse_study_monitor_flags_only_the_unprotected_jepa(tmp_path: Path, 
     assert row["held_collapsed"] is collapses, row
     if collapses:
         assert row["first_collapse_step"] is not None  # the trainer wrote a collapse event
+
+
+def test_attentive_study_tokens_of_an_image_jepa_on_clips_are_every_frames_tokens() -> None:
+    """The attentive study feeds I-JEPA clips as all frames' tokens in a row: (B, T*N, D)."""
+    import ssl_attentive as sa
+
+    st = tb.video_setting(8, 8)
+    m = next(x for x in tb.methods_for(st, False) if x.recipe == "ijepa")
+    model = tb.build_model(m, 1, 0)
+    clips = st.test_x[:3]                                   # (3, 8, C, H, W)
+    z = sa.frozen_tokens(model, clips)
+    per_frame = sa.frozen_tokens(model, clips[:, 0])        # (3, N, D)
+    assert z.shape == (3, clips.shape[1] * per_frame.shape[1], per_frame.shape[2])
+    torch.testing.assert_close(z[:, : per_frame.shape[1]], per_frame)
