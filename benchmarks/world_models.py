@@ -233,7 +233,7 @@ def run_column(env: str, work: Path, s: dict[str, Any], lightly: bool, episodes:
     return out | {"_model": model}
 
 
-def lightly_column(env: str, work: Path, quick: bool, episodes: int) -> dict[str, Any]:
+def lightly_column(env: str, work: Path, quick: bool, episodes: int, scale: int = 1) -> dict[str, Any]:
     """Run the lightly column in .venv-bench (a subprocess of this script); a note if impossible."""
     if not BENCH_PY.is_file():
         return {"skipped": "no .venv-bench (run scripts/setup_bench_env.sh)"}
@@ -242,20 +242,22 @@ def lightly_column(env: str, work: Path, quick: bool, episodes: int) -> dict[str
         return {"skipped": f"lightly does not import in .venv-bench: {check.stderr.strip().splitlines()[-1:]}"}
     out = work / env / "lightly.json"
     cmd = [str(BENCH_PY), str(Path(__file__)), "--lightly-worker", env, "--work", str(work), "--episodes",
-           str(episodes)] + (["--quick"] if quick else [])
+           str(episodes), "--scale", str(scale)] + (["--quick"] if quick else [])
     proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     if proc.returncode or not out.is_file():
         return {"skipped": f"lightly worker failed: {proc.stderr.strip()[-400:]}"}
     from jepalab.planning.evaluate import load_world_model
 
-    s = settings(env, quick)
+    s = settings(env, quick, scale)
     model, data = load_world_model(work / env / "lightly_model"), work / env / "mixed"
     return {**json.loads(out.read_text()), "rollout": rollout_error(model, data, s),
             "planning": evaluate_env(env, model, data, s, episodes)}
 
 
-def settings(env: str, quick: bool) -> dict[str, Any]:
-    return {**SETTINGS[env], **(QUICK if quick else {})}
+def settings(env: str, quick: bool, scale: int = 1) -> dict[str, Any]:
+    """The env's data/model/budget; ``scale`` multiplies the recorded episodes and the training steps."""
+    s = {**SETTINGS[env], **(QUICK if quick else {})}
+    return {**s, "episodes": s["episodes"] * scale, "train_steps": s["train_steps"] * scale}
 
 
 def available(env: str) -> str | None:
@@ -274,6 +276,9 @@ def available(env: str) -> str | None:
 def write_report(args: argparse.Namespace, res: dict[str, Any], peak: Any, lewm_size: dict[str, Any],
                  load: str, wall: float) -> None:
     cmd = "python benchmarks/world_models.py" + (" --quick" if args.quick else "") + \
+        (f" --scale {args.scale}" if args.scale != 1 else "") + (" --no-lightly" if args.no_lightly else "") + \
+        (f" --out {args.out.relative_to(ROOT) if args.out.is_relative_to(ROOT) else args.out}"
+         if args.out != HERE / "results" / "world_models.md" else "") + \
         (f" --envs {' '.join(args.envs)}" if args.envs != list(SETTINGS) else "")
     L = ["# World models end to end (CPU, fp32)", "", f"Command: `{cmd}` — torch {torch.__version__}, "
          f"{torch.get_num_threads()} thread(s), load average before the run: {load}; total {wall / 60:.1f} min.", "",
@@ -343,6 +348,7 @@ def main() -> None:
     p.add_argument("--episodes", type=int, default=None, help="held-out goals per env (default 20; quick 4)")
     p.add_argument("--quick", action="store_true", help="tiny data and budget: a smoke run, not the table")
     p.add_argument("--no-lightly", action="store_true", help="skip the lightly side-by-side column")
+    p.add_argument("--scale", type=int, default=1, help="x recorded episodes and x training steps (default 1)")
     p.add_argument("--work", type=Path, default=ROOT / "runs" / "bench_world_models")
     p.add_argument("--out", type=Path, default=HERE / "results" / "world_models.md")
     p.add_argument("--lightly-worker", default=None, help=argparse.SUPPRESS)
@@ -351,7 +357,7 @@ def main() -> None:
     episodes = args.episodes or (4 if args.quick else 20)
     if args.lightly_worker:  # inside .venv-bench: train the lightly column; the main process evaluates it
         env = args.lightly_worker
-        s = settings(env, args.quick)
+        s = settings(env, args.quick, args.scale)
         model = world_model(s, lightly=True)
         r = train_model(model, args.work / env / "mixed", s, args.work / env / "run_lightly")
         plain = world_model(s)
@@ -368,12 +374,12 @@ def main() -> None:
         if why:
             res[env] = {"skipped": why}
             continue
-        s = settings(env, args.quick)
+        s = settings(env, args.quick, args.scale)
         t0 = time.perf_counter()
         col = run_column(env, args.work, s, False, episodes)
         model = col.pop("_model")
         speed = plan_speed(model, peak.peak_gflops, LEWM_CEM)
-        lt = {"skipped": "--no-lightly"} if args.no_lightly else lightly_column(env, args.work, args.quick, episodes)
+        lt = {"skipped": "--no-lightly"} if args.no_lightly else lightly_column(env, args.work, args.quick, episodes, args.scale)
         res[env] = {"settings": s, "jepalab": col, "lightly": lt, "speed": speed}
         print(f"{env}: {json.dumps({k: v for k, v in res[env].items() if k != 'settings'}, default=str)} "
               f"({(time.perf_counter() - t0) / 60:.1f} min)", flush=True)
