@@ -6,6 +6,14 @@ set -uo pipefail
 RESULTS=${RESULTS:-benchmarks/results}
 WORKERS=${WORKERS:-7}
 export SDL_VIDEODRIVER=dummy PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1
+# a machine without network: install carried wheels (gym-pusht, stable-worldmodel and their deps) if any
+if ls .whl/*.whl >/dev/null 2>&1; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+        || exit 1
+    export PYTHONPATH=/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}
+else
+    export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+fi
 mkdir -p "$RESULTS"
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
 python3 benchmarks/world_models_gpu.py --quick --envs pusht tworoom --workers 4 --work /tmp/wm_gpu_quick \
