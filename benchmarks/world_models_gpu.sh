@@ -5,10 +5,11 @@
 set -uo pipefail
 RESULTS=${RESULTS:-benchmarks/results}
 WORKERS=${WORKERS:-7}
+PY=${PYTHON:-python3}   # the interpreter that holds torch (PYTHON=.venv/bin/python here)
 export SDL_VIDEODRIVER=dummy PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1
 # a machine without network: install carried wheels (gym-pusht, stable-worldmodel and their deps) if any
 if ls .whl/*.whl >/dev/null 2>&1; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
         || exit 1
     export PYTHONPATH=/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}
 else
@@ -16,13 +17,13 @@ else
 fi
 mkdir -p "$RESULTS"
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
-python3 benchmarks/world_models_gpu.py --quick --envs pusht tworoom --workers 4 --work /tmp/wm_gpu_quick \
+"$PY" benchmarks/world_models_gpu.py --quick --envs pusht tworoom --workers 4 --work /tmp/wm_gpu_quick \
     > "$RESULTS/world_models_gpu_smoke.log" 2>&1 || { tail -40 "$RESULTS/world_models_gpu_smoke.log"; exit 1; }
 grep -E "^\[|success" "$RESULTS/world_models_gpu_smoke.log"
 for env in pusht tworoom; do
-    python3 benchmarks/world_models_gpu.py --envs $env --workers "$WORKERS" --work /tmp/wm_gpu \
+    "$PY" benchmarks/world_models_gpu.py --envs $env --workers "$WORKERS" --work /tmp/wm_gpu \
         --out "$RESULTS/world_models_gpu_$env.json" > "$RESULTS/world_models_gpu_$env.log" 2>&1 &
 done
 wait
 tail -5 "$RESULTS"/world_models_gpu_pusht.log "$RESULTS"/world_models_gpu_tworoom.log
-python3 benchmarks/world_models_gpu.py --md "$RESULTS/world_models_gpu.md" "$RESULTS"/world_models_gpu_*.json
+"$PY" benchmarks/world_models_gpu.py --md "$RESULTS/world_models_gpu.md" "$RESULTS"/world_models_gpu_*.json
