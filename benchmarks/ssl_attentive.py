@@ -27,26 +27,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ssl_table import RESULTS, build_model, loadavg, methods_for, mnist_setting, train_cfg, video_setting  # noqa: E402
 
 from jepalab.atomic import write_text_atomic  # noqa: E402
-from jepalab.eval.attentive import attentive_probe, tokens_of  # noqa: E402
+from jepalab.eval.attentive import attentive_probe, embed_tokens  # noqa: E402
 from jepalab.recipes.base import Recipe  # noqa: E402
 from jepalab.train import train  # noqa: E402
 
 
-@torch.no_grad()
 def frozen_tokens(model: Recipe, x: Tensor, chunk: int = 128) -> Tensor:
     """Teacher tokens ``(N, T, D)``; an image recipe given clips gets every frame's tokens in a row."""
     model.eval()
-    out = []
-    for i in range(0, x.shape[0], chunk):
-        xb = x[i:i + chunk]
-        if xb.dim() == 5 and model.name == "ijepa":
-            b, t = xb.shape[:2]
-            z = tokens_of(model, xb.reshape(b * t, *xb.shape[2:]))
-            z = z.reshape(b, t * z.shape[1], z.shape[2])
-        else:
-            z = tokens_of(model, xb)
-        out.append(z.float())
-    return torch.cat(out)
+    if x.dim() == 5 and model.name == "ijepa":
+        b, t = x.shape[:2]
+        z = embed_tokens(model, x.reshape(b * t, *x.shape[2:]).split(chunk))
+        return z.reshape(b, t * z.shape[1], z.shape[2])
+    return embed_tokens(model, x.split(chunk))
 
 
 def main(argv: list[str] | None = None) -> int:
