@@ -66,6 +66,11 @@ class IJEPAConfig:
     ema_start: float = 0.996
     ema_end: float = 1.0
     total_steps: int = 1000
+    # Opt-in (defaults = the paper's recipe): target = mean of the layer-normed outputs of the
+    # teacher's last ``target_layers`` blocks (data2vec, Baevski et al. 2022), layer-normed again;
+    # ``probe_norm=False`` makes ``encode`` pool the last block's tokens before the final LayerNorm.
+    target_layers: int = 1
+    probe_norm: bool = True
 
 
 def check_common(c: Any) -> None:
@@ -81,6 +86,21 @@ def check_common(c: Any) -> None:
             raise ConfigError(f"model.{what}: {dim} is not divisible by {heads}; pick heads that divide the width.")
     if c.total_steps < 1:
         raise ConfigError(f"model.total_steps={c.total_steps}: set it to the run length (EMA schedule), >= 1.")
+
+
+def block_outputs(vit: nn.Module, x: Tensor, last: int) -> list[Tensor]:
+    """Outputs ``(B, N, D)`` of the last ``last`` transformer blocks of a ``ViT`` on the full input
+    (before the final LayerNorm), for data2vec-style multi-layer targets and pre-norm probing."""
+    blocks = vit.transformer.blocks
+    if not 1 <= last <= len(blocks):
+        raise ConfigError(f"asked for the last {last} blocks of a {len(blocks)}-block ViT; use 1..{len(blocks)}.")
+    h = vit.patchify(x)
+    outs = []
+    for i, blk in enumerate(blocks):
+        h = blk(h)
+        if i >= len(blocks) - last:
+            outs.append(h)
+    return outs
 
 
 def build_encoder(c: Any, num_frames: int = 1, tubelet: int = 1) -> nn.Module:
@@ -170,6 +190,14 @@ class IJEPA(MaskedJEPA):
     def __init__(self, config: IJEPAConfig) -> None:
         super().__init__(config)
         check_common(config)
+        if config.target_layers < 1 or config.target_layers > config.depth:
+            raise ConfigError(f"model.target_layers={config.target_layers}: use 1..depth ({config.depth}); 1 is "
+                              "the paper's target (the teacher's last layer).")
+        if config.target_layers != 1 and config.anti_collapse != "ema":
+            raise ConfigError("model.target_layers > 1 averages the EMA teacher's blocks: it needs anti_collapse='ema'.")
+        if config.encoder != "vit" and (config.target_layers != 1 or not config.probe_norm):
+            raise ConfigError("model.target_layers > 1 and probe_norm=false need encoder='vit' (they read "
+                              "per-block outputs); keep the defaults with the conv encoder.")
         self.encoder = build_encoder(config)
         self.mask_gen = MultiBlockMask(
             self.encoder.grid, config.num_targets, config.target_scale, config.target_aspect,
@@ -189,6 +217,25 @@ class IJEPA(MaskedJEPA):
 
     def _masks(self, batch_size: int, generator: torch.Generator) -> list[Masks]:
         return [self.mask_gen(batch_size, generator)]
+
+    def targets(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Teacher tokens ``(B, N, D)`` and targets: the paper's layer-normed last layer, or with
+        ``target_layers = k > 1`` the layer-normed mean of the last k blocks' layer-normed outputs."""
+        k = self.config.target_layers
+        if k == 1 or self.teacher is None:  # (__init__ rejects k > 1 without a teacher)
+            return super().targets(x)
+        vit = self.teacher.module
+        with torch.no_grad():
+            outs = block_outputs(vit, x, k)
+            h = vit.transformer.norm(outs[-1])
+            avg = torch.stack([F.layer_norm(o, o.shape[-1:]) for o in outs]).mean(0)
+        return h, F.layer_norm(avg, avg.shape[-1:])
+
+    def _embed(self, x: Tensor) -> Tensor:
+        if self.config.probe_norm:
+            return super()._embed(x)
+        enc = self.teacher.module if self.teacher is not None else self.encoder
+        return self.encoder.pool(block_outputs(enc, x, 1)[-1])
 
     def encode(self, x: Tensor) -> Tensor:
         """``(B, C, H, W) -> (B, D)``; clips ``(B, T, C, H, W)`` are averaged over frames."""
