@@ -234,15 +234,17 @@ class LightlyViewRecipe(Recipe):
             self.loss_fn = SIGReg(knots=c.sigreg_points, t_max=c.sigreg_tmax, num_vectors=c.sigreg_proj)
             self._inv = lejepa_invariance_loss
 
-    def training_step(self, batch: dict[str, Tensor], step: int) -> dict[str, Tensor]:
-        h, z = self.backbone.views(batch)
+    def loss_of(self, z: list[Tensor]) -> Tensor:
+        """lightly's objective over the projections of the views, a list of ``(B, P)``."""
         if self.kind == "lejepa":
             zs = torch.stack(z)  # (V, B, P)
             lam = self.config.sigreg_weight
-            loss = (1 - lam) * self._inv(all_proj=zs, global_proj=zs) + lam * self.loss_fn(zs)
-        else:
-            loss = torch.stack([self.loss_fn(z[0], zv) for zv in z[1:]]).mean()
-        return {"loss": loss, "embeddings": h.detach()}
+            return (1 - lam) * self._inv(all_proj=zs, global_proj=zs) + lam * self.loss_fn(zs)
+        return torch.stack([self.loss_fn(z[0], zv) for zv in z[1:]]).mean()
+
+    def training_step(self, batch: dict[str, Tensor], step: int) -> dict[str, Tensor]:
+        h, z = self.backbone.views(batch)
+        return {"loss": self.loss_of(z), "embeddings": h.detach()}
 
     def encode(self, x: Tensor) -> Tensor:
         """Pooled encoder embedding ``(B, C, H, W) -> (B, D)``."""

@@ -140,7 +140,8 @@ def test_regularized_ijepa_rejects_unknown_device_and_missing_weight() -> None:
     assert m.teacher is None and cs.RegularizedIJEPA(cfg, "ema").teacher is not None
 
 
-@pytest.mark.parametrize("device,collapses", [("none", True), ("ema", False), ("sigreg", False)])
+@pytest.mark.parametrize("device,collapses", [("none", True), ("ema", False), ("sigreg", False),
+                                              ("vicreg", False), ("barlow", False)])
 def test_collapse_study_monitor_flags_only_the_unprotected_jepa(tmp_path: Path, device: str, collapses: bool) -> None:
     probe = cs.held_out(64, 0)
     row = cs.run_variant(device, steps=40, batch=16, seed=0, run_dir=tmp_path / device, probe=probe, embed_dim=32)
