@@ -28,11 +28,19 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ssl_table import Method, build_model, evaluate, loadavg, methods_for, mnist_setting, train_cfg  # noqa: E402
+from ssl_table import (
+    Method,
+    build_model,
+    evaluate,
+    loadavg,
+    methods_for,
+    mnist_setting,
+    train_cfg,
+)
 
-from jepalab.atomic import write_text_atomic  # noqa: E402
-from jepalab.errors import ConfigError  # noqa: E402
-from jepalab.train import train  # noqa: E402
+from jepalab.atomic import write_text_atomic
+from jepalab.errors import ConfigError
+from jepalab.train import train
 
 OUT = Path(__file__).resolve().parent / "results" / "ijepa_screen.md"
 SCREEN_HEAD = "## Screening log"
@@ -57,7 +65,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "img28": {"img": 28, "steps": 300,
               "model": {"patch_size": 4, "num_targets": 4, "target_scale": [0.15, 0.2], "min_context": 10}},
 }
-WINNER = "base"
+WINNER = "d2v3+steps1800"
 
 
 def variant(name: str) -> dict[str, Any]:
@@ -108,7 +116,7 @@ def run(name: str, seed: int, random_cache: dict[tuple, dict[str, float]]) -> di
         rand = build_model(m, 0, seed)
         rand.config.probe_norm = False
         pt, pr = evaluate(model, st), evaluate(rand, st)
-        pre = dict(pknn=pt["knn"], plin=pt["linear"], prknn=pr["knn"], prlin=pr["linear"])
+        pre = {"pknn": pt["knn"], "plin": pt["linear"], "prknn": pr["knn"], "prlin": pr["linear"]}
         model.config.probe_norm = True
     return dict(variant=name, seed=seed, img=img, steps=steps, batch=m.batch_size, lr=m.lr, wd=cfg.weight_decay,
                 warmup=cfg.warmup_steps, wall=wall, loss=float(final["loss"]), knn=r["knn"], linear=r["linear"],
@@ -129,9 +137,9 @@ def prenorm(r: dict[str, Any]) -> str:
     return f"{r['pknn']:.3f} / {r['plin']:.3f} vs {r['prknn']:.3f} / {r['prlin']:.3f}"
 
 
-HEADER = ["| variant | delta from the table's row | seed | img | steps x batch | wall s | final loss | kNN | linear "
+HEADER = [("| variant | delta from the table's row | seed | img | steps x batch | wall s | final loss | kNN | linear "
           "| random kNN | random linear | kNN gain | linear gain | pre-LN probe kNN / linear: trained vs random "
-          "| load 1/5/15 |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+          "| load 1/5/15 |"), "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -165,20 +173,30 @@ def main(argv: list[str] | None = None) -> int:
         head = "\n".join([
             "# I-JEPA on MNIST: trained teacher vs random ViT of the same shape", "",
             f"Command: `{cmd}` (torch {torch.__version__}, {torch.get_num_threads()} thread(s), CPU fp32).", "",
-            f"Final comparison, variant `{a.variant}` = the table's I-JEPA row with `{variant(a.variant)}`. "
+            (f"Final comparison, variant `{a.variant}` = the table's I-JEPA row with `{variant(a.variant)}`. "
             "Protocol of `ssl_table.py`: SSL on 10k MNIST train images; kNN (k=20, weighted) and logistic "
-            "probe fit on 5000 train images, scored on 2000 test images; teacher, mean-pooled tokens.", "",
+            "probe fit on 5000 train images, scored on 2000 test images; teacher, mean-pooled tokens."), "",
             *HEADER, *map(row_md, rows), "",
             f"Goal (gain >= 0.05 on kNN and linear, every seed): **{'met' if ok else 'NOT met'}**.", "", ""])
         write(out, head, screen_rows)
     return 0
 
 
+def pad_row(line: str) -> str:
+    """Rows logged before the pre-LN column existed get a '-' there, so every row has the header's cells."""
+    cells = line.strip().strip("|").split(" | ")
+    if len(cells) == len(HEADER[0].strip().strip("|").split(" | ")) - 1:
+        cells.insert(-1, "-")
+    return "| " + " | ".join(c.strip() for c in cells) + " |"
+
+
 def write(out: Path, head: str, screen_rows: list[str]) -> None:
     body = [head.rstrip() or "# I-JEPA on MNIST: trained teacher vs random ViT of the same shape", "", SCREEN_HEAD, "",
-            "Exploratory runs (`--screen NAME`), in the order they ran, on a CPU shared with other jobs "
-            "(wall times vary with the load). Variants are defined in `VARIANTS` of `benchmarks/ijepa_screen.py`.",
-            "", *HEADER, *screen_rows, ""]
+            ("Exploratory runs (`--screen NAME`), in the order they ran, on a CPU shared with other jobs "
+            "(wall times vary with the load). Variants are defined in `VARIANTS` of `benchmarks/ijepa_screen.py`; "
+            "`a+b` combines two. The pre-LN column probes the same trained and random encoders pooled before "
+            "the final LayerNorm (`probe_norm=False`); the gains and the goal use the default readout (after it)."),
+            "", *HEADER, *map(pad_row, screen_rows), ""]
     out.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out, "\n".join(body))
 

@@ -18,8 +18,8 @@ torch.set_num_threads(1)
 
 
 def tiny(**kw: object) -> IJEPA:
-    base = dict(img_size=16, in_chans=1, patch_size=4, embed_dim=32, depth=3, heads=2, pred_dim=32,
-                pred_depth=1, pred_heads=2, num_targets=2, target_scale=(0.2, 0.25), min_context=4, total_steps=10)
+    base = {"img_size": 16, "in_chans": 1, "patch_size": 4, "embed_dim": 32, "depth": 3, "heads": 2, "pred_dim": 32,
+                "pred_depth": 1, "pred_heads": 2, "num_targets": 2, "target_scale": (0.2, 0.25), "min_context": 4, "total_steps": 10}
     base.update(kw)
     torch.manual_seed(0)
     return IJEPA(IJEPAConfig(**base))  # type: ignore[arg-type]
@@ -97,8 +97,8 @@ def test_training_step_with_multi_layer_target_trains_student_only() -> None:
     assert all(p.grad is None for p in m.teacher.parameters())
 
 
-@pytest.mark.parametrize("bad", [dict(target_layers=0), dict(target_layers=4), dict(target_layers=2, encoder="conv"),
-                                 dict(probe_norm=False, encoder="conv"), dict(target_layers=2, anti_collapse="none")])
+@pytest.mark.parametrize("bad", [{"target_layers": 0}, {"target_layers": 4}, {"target_layers": 2, "encoder": "conv"},
+                                 {"probe_norm": False, "encoder": "conv"}, {"target_layers": 2, "anti_collapse": "none"}])
 def test_invalid_options_raise_config_error(bad: dict) -> None:
     with pytest.raises(ConfigError):
         tiny(**bad)

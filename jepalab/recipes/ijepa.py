@@ -14,6 +14,11 @@ Small grids: on a 4x4 patch grid (16x16 digits, patch 4) no integer block has th
 area, and 4 targets would leave almost no context; ``configs/ijepa_mnist.yaml`` uses 2 targets of
 2x2 and a full-width, 4-deep predictor (measured in ``benchmarks/SSL.md``).
 
+Opt-in, off by default: ``target_layers=k`` regresses the layer-normed mean of the teacher's last
+k block outputs (each layer-normed), the data2vec target (Baevski et al., 2022), instead of the last
+layer alone; ``probe_norm=False`` pools tokens before the final LayerNorm in ``encode``. Measured
+in ``benchmarks/results/ijepa_screen.md``.
+
 ``anti_collapse="none"`` takes the target from the online encoder *with* gradient: the
 configuration that collapses, kept so the collapse monitor can be demonstrated on it.
 ``MaskedJEPA`` holds the steps shared with V-JEPA (``recipes/vjepa.py``).
