@@ -24,7 +24,8 @@ import torch
 from torch import Tensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ssl_table import RESULTS, build_model, loadavg, methods_for, mnist_setting, train_cfg, video_setting  # noqa: E402
+from ssl_table import (MNIST_STEPS, RESULTS, VIDEO_STEPS, build_model, loadavg, methods_for, mnist_setting,  # noqa: E402
+                       train_cfg, video_setting)
 
 from jepalab.atomic import write_text_atomic  # noqa: E402
 from jepalab.eval.attentive import attentive_probe, embed_tokens  # noqa: E402
@@ -57,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
           "| dataset | method | steps x batch | random init | trained | trained - random |", "|---|---|---|---|---|---|"]
     for ds in [d.strip() for d in a.datasets.split(",") if d.strip()]:
         st = video_setting(1024, 512) if ds == "video" else mnist_setting(10000, 5000, 2000)
-        base = 200 if ds == "video" else 300
+        base = VIDEO_STEPS if ds == "video" else MNIST_STEPS
         for m in [m for m in methods_for(st, False) if m.recipe in ("ijepa", "vjepa")]:
             steps = max(1, round(base * m.steps_scale))
             score = {}

@@ -41,7 +41,7 @@ import torch
 from torch import Tensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ssl_table import (RESULTS, VIEW_METHODS, LightlyViewRecipe, Method, Setting, build_model,  # noqa: E402
+from ssl_table import (MNIST_STEPS, RESULTS, VIEW_METHODS, LightlyViewRecipe, Method, Setting, build_model,  # noqa: E402
                        evaluate, lightly_status, loadavg, methods_for, mnist_setting, train_cfg)
 
 from jepalab.atomic import write_text_atomic  # noqa: E402
@@ -144,7 +144,7 @@ def speed(m: Method, st: Setting, images: Tensor, steps: int, rounds: int, seed:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--steps", type=int, default=300, help="training steps of the accuracy runs (the table's)")
+    p.add_argument("--steps", type=int, default=MNIST_STEPS, help="training steps of the accuracy runs (the table's)")
     p.add_argument("--speed-steps", type=int, default=40)
     p.add_argument("--rounds", type=int, default=4)
     p.add_argument("--cores", default="1,2", help="comma list of core budgets for the speed test")
