@@ -42,9 +42,8 @@ from torch import Tensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ssl_table import (MNIST_STEPS, RESULTS, VIEW_METHODS, LightlyViewRecipe, Method, Setting, build_model,  # noqa: E402
-                       evaluate, lightly_status, loadavg, methods_for, mnist_setting, train_cfg)
+                       evaluate, lightly_status, loadavg, methods_for, mnist_setting, train_cfg, write_report)
 
-from jepalab.atomic import write_text_atomic  # noqa: E402
 from jepalab.errors import ConfigError, MissingDependencyError  # noqa: E402
 from jepalab.train import TrainConfig, train  # noqa: E402
 from jepalab.trainer.config import lr_at, param_groups  # noqa: E402
@@ -200,10 +199,7 @@ def main(argv: list[str] | None = None) -> int:
                       f"{jw:.1f} | {lw:.1f} |")
             print("   ", md[-1], flush=True)
     md += ["", f"Total wall time {time.perf_counter() - t_start:.0f} s; load average at end: {loadavg()}.", ""]
-    out = Path(a.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out, "\n".join(md))
-    print("\n".join(md))
+    write_report(Path(a.out), md)
     return 0
 
 

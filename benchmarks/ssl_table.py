@@ -375,6 +375,13 @@ def lightly_status() -> str | None:
     return None
 
 
+def write_report(out: Path, md: list[str]) -> None:
+    """Write the markdown lines ``md`` to ``out`` atomically (a crash leaves the old file) and echo them."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out, "\n".join(md))
+    print("\n".join(md))
+
+
 def loadavg() -> str:
     try:
         return " ".join(Path("/proc/loadavg").read_text().split()[:3])
@@ -449,10 +456,7 @@ def main(argv: list[str] | None = None) -> int:
         md += compare_lines(rows) or ["- lightly columns: " + (why_no_lightly or "no lightly twin for these methods")]
     md += ["", f"Total wall time {time.perf_counter() - t_start:.0f} s; load average at end: {loadavg()}.", ""]
     speed_md = RESULTS / ("ssl_speed_compile.md" if a.compile else "ssl_speed.md")
-    out = Path(a.out if not (a.speed_only and a.out == str(RESULTS / "ssl_table.md")) else speed_md)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out, "\n".join(md))
-    print("\n".join(md))
+    write_report(Path(a.out if not (a.speed_only and a.out == str(RESULTS / "ssl_table.md")) else speed_md), md)
     return 0
 
 
