@@ -12,7 +12,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from jepalab.errors import ShapeError
+from jepalab.errors import ConfigError, ShapeError
 from jepalab.masks import apply_masks
 
 from .blocks import Transformer
@@ -103,6 +103,20 @@ class ViT(nn.Module):
             check_keep(keep, x.shape[0], self.num_patches, "ViT")
             tokens = apply_masks(tokens, keep)
         return self.transformer(tokens)
+
+    def block_outputs(self, x: Tensor, last: int) -> list[Tensor]:
+        """Outputs ``(B, N, D)`` of the last ``last`` transformer blocks on the full input, before
+        the final LayerNorm (data2vec-style multi-layer targets, pre-norm probing)."""
+        blocks = self.transformer.blocks
+        if not 1 <= last <= len(blocks):
+            raise ConfigError(f"asked for the last {last} blocks of a {len(blocks)}-block ViT; use 1..{len(blocks)}.")
+        h = self.patchify(x)
+        outs = []
+        for i, blk in enumerate(blocks):
+            h = blk(h)
+            if i >= len(blocks) - last:
+                outs.append(h)
+        return outs
 
     def pool(self, tokens: Tensor) -> Tensor:
         """Mean over tokens: ``(B, N, D) -> (B, D)``."""

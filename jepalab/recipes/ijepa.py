@@ -94,18 +94,8 @@ def check_common(c: Any) -> None:
 
 
 def block_outputs(vit: nn.Module, x: Tensor, last: int) -> list[Tensor]:
-    """Outputs ``(B, N, D)`` of the last ``last`` transformer blocks of a ``ViT`` on the full input
-    (before the final LayerNorm), for data2vec-style multi-layer targets and pre-norm probing."""
-    blocks = vit.transformer.blocks
-    if not 1 <= last <= len(blocks):
-        raise ConfigError(f"asked for the last {last} blocks of a {len(blocks)}-block ViT; use 1..{len(blocks)}.")
-    h = vit.patchify(x)
-    outs = []
-    for i, blk in enumerate(blocks):
-        h = blk(h)
-        if i >= len(blocks) - last:
-            outs.append(h)
-    return outs
+    """``vit.block_outputs(x, last)``: the last ``last`` blocks' outputs ``(B, N, D)`` of a ``ViT``."""
+    return vit.block_outputs(x, last)
 
 
 def build_encoder(c: Any, num_frames: int = 1, tubelet: int = 1) -> nn.Module:
