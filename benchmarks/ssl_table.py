@@ -35,6 +35,7 @@ from jepalab.atomic import write_text_atomic
 from jepalab.config import from_dict
 from jepalab.data.bouncing import BouncingBalls, BouncingConfig
 from jepalab.data.images import MNISTConfig, MNISTImages
+from jepalab.data.moving_mnist import MovingMNIST, MovingMNISTConfig
 from jepalab.errors import ConfigError, DataError, MissingDependencyError
 from jepalab.eval.monitors import effective_rank
 from jepalab.eval.probes import knn_classify, linear_classifier, linear_probe
@@ -56,7 +57,7 @@ class FramesAsImages:
     ``frames (b, T, C, H, W)`` flattened to ``(b*T, C, H, W)``, so the image recipes (I-JEPA and
     the view recipes) train on video frames with the trainer's batch accounting intact."""
 
-    def __init__(self, source: BouncingBalls) -> None:
+    def __init__(self, source: Any) -> None:
         self.source = source
         self.frames = source.config.frames
 
@@ -109,12 +110,14 @@ def video_config(frames: int, split: str, seed: int) -> BouncingConfig:
     return BouncingConfig(img_size=32, channels=3, num_balls=3, radius=5.0, frames=frames, split=split, seed=seed)
 
 
-def _clips(src: BouncingBalls, n: int, batch: int = 64) -> tuple[Tensor, Tensor]:
+def _clips(src: Any, n: int, batch: int = 64, target: str = "state") -> tuple[Tensor, Tensor]:
+    """``n`` clips of ``src`` and their probe targets: the time-averaged ``state`` (positions and
+    velocities, ``(n, 4K)``) or the digit ``labels`` ``(n,)``."""
     xs, ys = [], []
     for step in range(math.ceil(n / batch)):
         b = src.batch(step, batch)
         xs.append(b["frames"])
-        ys.append(b["state"].mean(1))  # time-averaged positions and velocities (B, 4K)
+        ys.append(b["state"].mean(1) if target == "state" else b[target])
     return torch.cat(xs)[:n], torch.cat(ys)[:n]
 
 
@@ -129,6 +132,25 @@ def video_setting(probe_clips: int, test_clips: int, seed: int = 0) -> Setting:
         kind="regress", image_source=FramesAsImages(BouncingBalls(video_config(2, "train", seed))),
         clip_source=BouncingBalls(video_config(8, "train", seed)), probe_x=probe_x, probe_y=probe_y,
         test_x=test_x, test_y=test_y, img_size=32, in_chans=3,
+    )
+
+
+def moving_mnist_config(frames: int, split: str, seed: int) -> MovingMNISTConfig:
+    return MovingMNISTConfig(img_size=32, digit_size=16, num_digits=1, frames=frames, split=split, seed=seed)
+
+
+def moving_mnist_setting(probe_clips: int, test_clips: int, seed: int = 0) -> Setting:
+    """Moving MNIST (one 16x16 digit drifting and bouncing in a 32x32 canvas, 8-frame clips);
+    probe target: the digit's class. Probe clips come from MNIST's train split (seed + 1, not
+    the SSL stream), test clips from its test split."""
+    probe_x, probe_y = _clips(MovingMNIST(moving_mnist_config(8, "train", seed + 1)), probe_clips, target="labels")
+    test_x, test_y = _clips(MovingMNIST(moving_mnist_config(8, "test", seed)), test_clips, target="labels")
+    return Setting(
+        name="Moving MNIST video", note=f"32x32, one 16x16 digit moving 1-3 px/frame, 8-frame clips; probe target = "
+        f"the digit's class, accuracy; probes {probe_clips} train / {test_clips} test clips",
+        kind="class", image_source=FramesAsImages(MovingMNIST(moving_mnist_config(2, "train", seed))),
+        clip_source=MovingMNIST(moving_mnist_config(8, "train", seed)), probe_x=probe_x, probe_y=probe_y,
+        test_x=test_x, test_y=test_y, img_size=32, in_chans=1,
     )
 
 
@@ -391,7 +413,7 @@ def loadavg() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--datasets", default="mnist,video", help="comma list of mnist, video")
+    p.add_argument("--datasets", default="mnist,video,moving-mnist", help="comma list of mnist, video, moving-mnist")
     p.add_argument("--steps", type=int, default=MNIST_STEPS, help="optimizer steps per MNIST training run")
     p.add_argument("--video-steps", type=int, default=VIDEO_STEPS, help="optimizer steps per video training run")
     p.add_argument("--mnist-train", type=int, default=10000)
@@ -435,8 +457,10 @@ def main(argv: list[str] | None = None) -> int:
             st = mnist_setting(n, 1000 if a.quick else 5000, 500 if a.quick else 2000, seed=a.seed)
         elif ds == "video":
             st = video_setting(256 if a.quick else 1024, 256 if a.quick else 512, seed=a.seed)
+        elif ds == "moving-mnist":
+            st = moving_mnist_setting(256 if a.quick else 2048, 256 if a.quick else 1024, seed=a.seed)
         else:
-            raise ConfigError(f"--datasets: unknown {ds!r}; use mnist and/or video.")
+            raise ConfigError(f"--datasets: unknown {ds!r}; use mnist, video and/or moving-mnist.")
         methods = methods_for(st, with_lightly=why_no_lightly is None)
         if a.methods:
             keep = {x.strip() for x in a.methods.split(",")}

@@ -22,6 +22,7 @@ SOURCES: dict[str, str] = {
     "bouncing": "jepalab.data.bouncing:BouncingBalls",
     "digits": "jepalab.data.images:DigitsImages",
     "mnist": "jepalab.data.images:MNISTImages",
+    "moving-mnist": "jepalab.data.moving_mnist:MovingMNIST",
     "folder": "jepalab.data.images:FolderImages",
     "trajectories": "jepalab.data.trajectories:TrajectorySource",
     "video": "jepalab.data.video:VideoFolder",
