@@ -75,6 +75,24 @@ def test_table_quick_run_writes_markdown_with_random_baseline_and_lightly_note(t
         assert "VICReg (lightly)" in text
 
 
+@needs_mnist
+def test_table_moving_mnist_probes_digit_class_and_bouncing_splits_positions_from_velocities(tmp_path: Path) -> None:
+    out = tmp_path / "v.md"
+    assert tb.main(["--quick", "--datasets", "video,moving-mnist", "--methods", "VICReg", "--no-lightly",
+                    "--out", str(out)]) == 0
+    text = out.read_text()
+    video, moving = text.split("## Moving MNIST video")
+    assert "linear R^2 positions | linear R^2 velocities |" in video
+    vic = next(ln for ln in video.splitlines() if ln.startswith("| VICReg |"))
+    cells = [c.strip() for c in vic.strip("|").split("|")]
+    assert float(cells[4]) > float(cells[5])  # frames-only features read positions, not velocities
+    assert "kNN acc | linear acc |" in moving and "velocities" not in moving.split("|")[0]
+    rows = [ln for ln in moving.splitlines() if ln.startswith("| ")]
+    assert any(ln.startswith("| random init: view backbone") for ln in rows)
+    acc = float(next(ln for ln in rows if ln.startswith("| VICReg |")).strip("|").split("|")[3])
+    assert 0.0 <= acc <= 1.0
+
+
 def test_lightly_twin_refuses_methods_lightly_lacks() -> None:
     from jepalab.recipes.vicreg import VICRegConfig
 
