@@ -1,16 +1,18 @@
-"""Self-supervised benchmark table: every jepalab SSL recipe on MNIST and on bouncing-ball video,
-side by side with a randomly initialised encoder of the same shape and, where lightly has the
-method, lightly's loss + head on the very same backbone, data, views, trainer and steps.
+"""Self-supervised benchmark table: every jepalab SSL recipe on MNIST and on two video sets
+(bouncing balls, Moving MNIST), side by side with a randomly initialised encoder of the same
+shape and, where lightly has the method, lightly's loss + head on the very same backbone, data,
+views, trainer and steps.
 
 Why one script: the three columns (jepalab, random init, lightly) must come from the same run,
 the same machine load and the same data order, or the comparison means little. Quality is
 measured on frozen pooled embeddings ``(N, D)``: weighted kNN (Caron et al. 2021) and a linear
-probe (logistic regression for MNIST digits, ridge R^2 for the balls' state), plus the RankMe
-effective rank (Garrido et al. 2023) of the test embeddings. Speed: wall time of the whole
+probe (logistic regression for the digit class of MNIST and Moving MNIST, ridge R^2 for the balls'
+state, also split into positions and velocities), plus the RankMe effective rank (Garrido et al.
+2023) of the test embeddings. Speed: wall time of the whole
 training call and training images per second (an image counts once, whatever its view count).
 
 Run in jepalab's venv (lightly columns skipped, with a note) or in ``.venv-bench`` (with them):
-    .venv-bench/bin/python benchmarks/ssl_table.py            # full table, ~20 min on 1 shared thread
+    .venv-bench/bin/python benchmarks/ssl_table.py            # full table, ~45 min on 1 shared thread
     .venv/bin/python benchmarks/ssl_table.py --quick          # a smoke run of a minute or two
 The markdown table is written to ``benchmarks/results/ssl_table.md`` with the command in its header.
 """

@@ -56,3 +56,31 @@ def test_registered_and_bad_config_is_named() -> None:
         MovingMNIST(MovingMNISTConfig(digit_size=32))
     with pytest.raises(ConfigError, match="split"):
         MovingMNIST(MovingMNISTConfig(split="val"))
+
+
+def test_vjepa_moving_mnist_config_matches_the_table_row_and_steps() -> None:
+    """configs/vjepa_moving_mnist.yaml is the SSL table's Moving MNIST V-JEPA row, and it trains."""
+    import sys
+    from pathlib import Path
+
+    from jepalab.config import load_experiment
+    from jepalab.recipes import get_recipe
+
+    root = Path(__file__).resolve().parents[1]
+    sys.path.insert(0, str(root / "benchmarks"))
+    import ssl_table as tb
+
+    exp = load_experiment(root / "configs" / "vjepa_moving_mnist.yaml", ["train.steps=30"])
+    st = tb.Setting(name="Moving MNIST video", note="", kind="class", image_source=None, clip_source=object(),
+                    probe_x=torch.zeros(0), probe_y=torch.zeros(0), test_x=torch.zeros(0), test_y=torch.zeros(0),
+                    img_size=32, in_chans=1)
+    row = next(m for m in tb.methods_for(st, False) if m.label == "V-JEPA")
+    assert {k: getattr(exp.model, k) for k in row.model} == {k: tuple(v) if isinstance(v, list) else v
+                                                             for k, v in row.model.items()}
+    full = load_experiment(root / "configs" / "vjepa_moving_mnist.yaml")
+    assert (full.train.batch_size, full.train.lr) == (row.batch_size, row.lr)
+    assert full.train.steps == round(tb.VIDEO_STEPS * row.steps_scale)
+    model = get_recipe(exp.recipe)(exp.model)
+    batch = MovingMNIST(exp.data).batch(0, 4)
+    out = model.training_step(batch, 0)
+    assert torch.isfinite(out["loss"]) and out["embeddings"].shape == (4, 96)
