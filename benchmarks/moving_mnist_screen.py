@@ -57,6 +57,7 @@ VARIANTS: dict[str, tuple[str, int, dict[str, Any], dict[str, Any], str]] = {
     "vjepa_lr1e-3": ("V-JEPA", 900, {"lr": 1e-3}, {}, "the table's row (4x4x4 grid of 8x8 patches, 900 x 64) at lr 1e-3"),
     "vjepa_ema996": ("V-JEPA", 900, {}, {"ema_start": 0.996}, "the table's row with EMA 0.996 -> 1 (I-JEPA's)"),
     "vjepa_1800": ("V-JEPA", 1800, {}, {}, "the table's row at 2x the steps"),
+    "vjepa_3600": ("V-JEPA", 3600, {}, {}, "the table's row at 4x the steps"),
     "vjepa_tubes2x2": ("V-JEPA", 900, {}, {"small_blocks": 2, "small_scale": 0.25, "large_blocks": 0},
                        "the table's row with I-JEPA-like targets: 2 tubes of 2x2 patches, no large tubes"),
 }
