@@ -12,7 +12,7 @@ state, also split into positions and velocities), plus the RankMe effective rank
 training call and training images per second (an image counts once, whatever its view count).
 
 Run in jepalab's venv (lightly columns skipped, with a note) or in ``.venv-bench`` (with them):
-    .venv-bench/bin/python benchmarks/ssl_table.py            # full table, ~45 min on 1 shared thread
+    .venv-bench/bin/python benchmarks/ssl_table.py            # full table, ~40 min on 1 shared thread
     .venv/bin/python benchmarks/ssl_table.py --quick          # a smoke run of a minute or two
 The markdown table is written to ``benchmarks/results/ssl_table.md`` with the command in its header.
 """
