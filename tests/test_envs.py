@@ -260,7 +260,7 @@ def test_any_gymnasium_id_through_the_wrapper() -> None:
     pytest.importorskip("pygame")
     env = make_env("Pendulum-v1", img_size=24, seed=1)
     obs = env.reset()
-    assert env.action_dim == 1 and obs["pixels"].shape == (3, 24, 24) and obs["state"].shape == (3,)
+    assert env.action_dim == 1 and obs["pixels"].shape == (3, 24, 24) and obs["state"].shape == (2,)  # theta, theta_dot
     np.testing.assert_allclose(env.to_native(np.array([1.0])), [2.0])
     obs2, reward, done, info = env.step(np.array([1.0]))
     assert np.isfinite(reward) and not torch.equal(obs["state"], obs2["state"])

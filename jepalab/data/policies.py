@@ -8,7 +8,10 @@ DINO-WM datasets do with their random/expert splits) gives diverse and meaningfu
 A policy is any object with ``reset(env, seed)`` and ``act(obs, info) -> (A,) float32 in [-1, 1]``
 (``obs`` and ``info`` as returned by :class:`jepalab.data.envs.Env`; ``info`` of the reset is
 ``env.last_info``). Every policy draws its noise from a numpy generator seeded in ``reset``, so an
-episode is a pure function of (env seed, policy seed).
+episode is a pure function of (env seed, policy seed). The generator is :func:`policy_rng`, a
+stream of its own: recording passes the same number to ``env.reset`` and ``policy.reset``, and a
+plain ``default_rng(seed)`` would repeat the env's draws (on Pendulum the first random torque was
+the initial angle divided by pi).
 """
 
 from __future__ import annotations
@@ -19,6 +22,16 @@ from typing import Any, Protocol
 import numpy as np
 
 from jepalab.errors import ConfigError
+
+
+#: spawn key that separates policy noise from an env seeded with the same number
+_POLICY_STREAM = 0x9E3779B9
+
+
+def policy_rng(seed: int) -> np.random.Generator:
+    """A generator for policy noise, independent of ``np.random.default_rng(seed)`` (which is how
+    gymnasium and the built-in envs seed their resets)."""
+    return np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(_POLICY_STREAM,)))
 
 
 class Policy(Protocol):
@@ -38,7 +51,7 @@ class RandomPolicy:
         self.dim, self._t, self._a = 1, 0, np.zeros(1, np.float32)
 
     def reset(self, env: Any, seed: int) -> None:
-        self.rng, self.dim, self._t = np.random.default_rng(seed), int(env.action_dim), 0
+        self.rng, self.dim, self._t = policy_rng(seed), int(env.action_dim), 0
 
     def act(self, obs: dict[str, Any], info: dict[str, Any]) -> np.ndarray:
         if self._t % self.repeat == 0:
@@ -78,7 +91,7 @@ class PushTExpert:
         self._offset = 0.0
 
     def reset(self, env: Any, seed: int) -> None:
-        self.env, self.rng = env, np.random.default_rng(seed)
+        self.env, self.rng = env, policy_rng(seed)
         self._offset = float(self.rng.uniform(-8.0, 8.0))
 
     def _com(self, pose: np.ndarray) -> np.ndarray:
@@ -132,7 +145,7 @@ class TwoRoomExpert:
         self._via_door = False
 
     def reset(self, env: Any, seed: int) -> None:
-        self.rng, self.dim, self._via_door = np.random.default_rng(seed), int(env.action_dim), False
+        self.rng, self.dim, self._via_door = policy_rng(seed), int(env.action_dim), False
 
     def act(self, obs: dict[str, Any], info: dict[str, Any]) -> np.ndarray:
         s = np.asarray(obs["state"], dtype=np.float64)
@@ -164,7 +177,7 @@ class GoalSeeker:
         self.dim = 2
 
     def reset(self, env: Any, seed: int) -> None:
-        self.rng, self.dim = np.random.default_rng(seed), int(env.action_dim)
+        self.rng, self.dim = policy_rng(seed), int(env.action_dim)
 
     def act(self, obs: dict[str, Any], info: dict[str, Any]) -> np.ndarray:
         s = np.asarray(obs["state"], dtype=np.float64)
@@ -196,4 +209,4 @@ def make_policy(name: str, env_name: str, **kwargs: Any) -> Policy:
     raise ConfigError(f"Unknown policy '{name}'. Choose one of {', '.join(POLICIES)}.{hint}")
 
 
-__all__ = ["Policy", "RandomPolicy", "PushTExpert", "TwoRoomExpert", "GoalSeeker", "POLICIES", "make_policy"]
+__all__ = ["policy_rng", "Policy", "RandomPolicy", "PushTExpert", "TwoRoomExpert", "GoalSeeker", "POLICIES", "make_policy"]

@@ -7,9 +7,9 @@ is, so world-model training resumes bit-exactly and DDP ranks slice the same glo
 On-disk format (one directory per dataset; also in docs/trajectories.md)::
 
     DIR/meta.json             {"format": "jepalab-trajectories", "version": 1, "env", "env_kwargs",
-                               "img_size", "channels", "action_dim", "frameskip", "frameskip_mode",
-                               "policy", "policy_kwargs", "seed", "max_steps", "episodes",
-                               "proprio_dim", "state_dim"}
+                               "env_factory", "img_size", "channels", "action_dim", "frameskip",
+                               "frameskip_mode", "policy", "policy_kwargs", "policy_rng", "seed",
+                               "max_steps", "episodes", "proprio_dim", "state_dim"}
     DIR/episode_000123.npz    frames  uint8   (T, H, W, C)   the env's pixels resized to img_size
                               actions float32 (T-1, A)       action t moves frame t -> t+1, in [-1, 1]
                               proprio float32 (T, P)         e.g. Push-T agent position (P may be 0)
@@ -22,7 +22,8 @@ does not depend on which episodes were recorded before: an interrupted ``collect
 same arguments writes exactly the episodes an uninterrupted one would. Every file is written to a
 temporary name in DIR and renamed into place (atomic on POSIX), so a crash leaves either a whole
 episode or none; stale temporaries are removed on the next run. ``meta.json["episodes"]`` counts the
-complete episode files.
+complete episode files. Recording itself (``collect``, ``record_episode``, parallel workers) lives
+in :mod:`jepalab.data.recording`; both names are re-exported here.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ KEYS = ("frames", "actions", "proprio", "state", "rewards", "success")
 _EPISODE_RE = re.compile(r"^episode_(\d{6,})\.npz$")
 #: meta fields that must match when a collection is resumed
 _IDENTITY = ("env", "env_kwargs", "img_size", "frameskip", "frameskip_mode", "policy", "policy_kwargs", "seed",
-             "max_steps")
+             "max_steps", "policy_rng")
 
 
 def _episode_seed(seed: int, index: int) -> int:
@@ -123,97 +124,6 @@ def load_episode(root: str | os.PathLike, index: int) -> dict[str, np.ndarray]:
     if out["actions"].shape[0] != t - 1 or out["state"].shape[0] != t or out["proprio"].shape[0] != t:
         raise DataError(f"{path} has inconsistent lengths (frames {t}, actions {out['actions'].shape[0]}).")
     return out
-
-
-def record_episode(env: Any, policy: Any, seed: int, max_steps: int) -> dict[str, np.ndarray]:
-    """Run one episode of ``policy`` in a jepalab ``Env``; arrays as in the on-disk format."""
-    obs = env.reset(seed=seed)
-    policy.reset(env, seed)
-    info = env.last_info
-    frames, proprio, state = [obs["pixels"]], [obs["proprio"]], [obs["state"]]
-    actions, rewards, success = [], [], []
-    for _ in range(max_steps):
-        a = np.clip(np.asarray(policy.act(obs, info), np.float32).reshape(-1), -1.0, 1.0)
-        obs, reward, done, info = env.step(a)
-        frames.append(obs["pixels"])
-        proprio.append(obs["proprio"])
-        state.append(obs["state"])
-        actions.append(a)
-        rewards.append(reward)
-        success.append(env.success(info))
-        if done:
-            break
-    pix = torch.stack(frames)  # (T, C, H, W) float in [0, 1]
-    return {
-        "frames": (pix.permute(0, 2, 3, 1) * 255).round().clamp(0, 255).to(torch.uint8).numpy(),
-        "actions": np.stack(actions).astype(np.float32) if actions else np.zeros((0, env.action_dim), np.float32),
-        "proprio": torch.stack(proprio).numpy(), "state": torch.stack(state).numpy(),
-        "rewards": np.asarray(rewards, np.float32), "success": np.asarray(success, bool),
-    }
-
-
-def collect(env_name: str, out_dir: str | os.PathLike, episodes: int, policy: str = "random",
-            img_size: int = 64, max_steps: int | None = None, seed: int = 0, frameskip: int = 1,
-            frameskip_mode: str = "repeat", env_kwargs: dict[str, Any] | None = None,
-            policy_kwargs: dict[str, Any] | None = None, progress: bool = True) -> dict[str, Any]:
-    """Record episodes ``0 .. episodes-1`` into ``out_dir``, skipping those already complete.
-
-    Rerunning with the same settings resumes (or extends, with a larger ``episodes``); different
-    settings for an existing directory raise ``ConfigError``. Returns the final meta dict.
-    """
-    from jepalab.data.envs import make_env
-    from jepalab.data.policies import make_policy
-
-    if not isinstance(episodes, int) or episodes < 1:
-        raise ConfigError(f"episodes={episodes!r}: record at least 1 episode.")
-    if max_steps is not None and (not isinstance(max_steps, int) or max_steps < 1):
-        raise ConfigError(f"max_steps={max_steps!r}: use an int >= 1 (steps per episode).")
-    root = Path(out_dir)
-    root.mkdir(parents=True, exist_ok=True)
-    for stale in root.glob(".*.tmp"):
-        stale.unlink(missing_ok=True)
-    env_kwargs, policy_kwargs = dict(env_kwargs or {}), dict(policy_kwargs or {})
-    env = make_env(env_name, img_size=img_size, seed=seed, frameskip=frameskip, frameskip_mode=frameskip_mode,
-                   **env_kwargs)
-    pol = make_policy(policy, env_name, **policy_kwargs)
-    steps = int(max_steps or env.max_steps)
-    meta = {"format": FORMAT, "version": VERSION, "env": env_name, "env_kwargs": env_kwargs, "img_size": img_size,
-            "action_dim": env.action_dim, "frameskip": frameskip, "frameskip_mode": frameskip_mode,
-            "policy": policy, "policy_kwargs": policy_kwargs, "seed": seed, "max_steps": steps}
-    if (root / "meta.json").is_file():
-        old = read_meta(root)
-        diff = [k for k in _IDENTITY if old.get(k) != meta[k]]
-        if diff:
-            raise ConfigError(f"{root} already holds episodes recorded with other settings "
-                              f"({', '.join(f'{k}: {old.get(k)!r} != {meta[k]!r}' for k in diff)}); "
-                              "use another --out directory or the same settings to resume.")
-    done = set(list_episodes(root))
-    todo = [i for i in range(episodes) if i not in done]
-    meta["episodes"] = len(done)
-    write_meta(root, meta)
-    bar, threads = None, torch.get_num_threads()
-    torch.set_num_threads(1)  # per-frame tensors are tiny: extra intra-op threads only add wake-up latency
-    if progress and todo:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=episodes, initial=episodes - len(todo), desc=f"collect {env_name}", unit="ep")
-    try:
-        for i in todo:
-            ep = record_episode(env, pol, _episode_seed(seed, i), steps)
-            save_episode(root, i, ep)
-            done.add(i)
-            meta.update(episodes=len(done), channels=int(ep["frames"].shape[-1]),
-                        proprio_dim=int(ep["proprio"].shape[1]), state_dim=int(ep["state"].shape[1]))
-            write_meta(root, meta)
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(success=f"{bool(ep['success'].any())}", T=ep["frames"].shape[0])
-    finally:
-        if bar is not None:
-            bar.close()
-        env.close()
-        torch.set_num_threads(threads)
-    return meta
 
 
 # ---------------------------------------------------------------------------------- training source
@@ -354,3 +264,13 @@ class TrajectorySource:
 
 __all__ = ["FORMAT", "VERSION", "KEYS", "TrajectoryConfig", "TrajectorySource", "collect", "record_episode",
            "save_episode", "load_episode", "list_episodes", "read_meta", "write_meta", "episode_path"]
+
+
+def __getattr__(name: str) -> Any:
+    """``collect`` and ``record_episode`` live in :mod:`jepalab.data.recording` (which imports this
+    module); they are served from here lazily so existing imports keep working."""
+    if name in ("collect", "record_episode"):
+        from jepalab.data import recording
+
+        return getattr(recording, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -33,14 +33,23 @@ def resize_frame(frame: np.ndarray | Tensor, img_size: int) -> Tensor:
 
     Bilinear with antialiasing, so downscaling Push-T's 96 px (or a 680 px render) to 64 px does
     not alias thin edges; the result is clamped to [0, 1] (bilinear overshoot is tiny but real).
+    A non-square frame is centre-cropped to its shorter side first: squashing it would change
+    the aspect ratio of every object (a circle would become an ellipse) and padding would spend
+    pixels on borders; envs put their subject in the middle of the view. The frame is copied
+    into contiguous memory first: renderers hand out read-only or flipped views (dm_control's
+    OpenGL frames have a negative row stride), which torch cannot wrap.
     """
-    # a copy: envs hand out read-only render buffers, which torch cannot wrap safely
-    x = frame if isinstance(frame, Tensor) else torch.tensor(np.asarray(frame))
+    x = frame if isinstance(frame, Tensor) else torch.from_numpy(np.ascontiguousarray(np.asarray(frame)).copy())
     if x.dim() == 2:
         x = x[..., None]
     if x.dim() != 3 or x.shape[-1] not in (1, 3, 4):
         raise ShapeError(f"an env frame must be (H, W, C) with C in 1/3/4; got {tuple(x.shape)}.")
     x = x[..., :3] if x.shape[-1] == 4 else x
+    h, w = int(x.shape[0]), int(x.shape[1])
+    if h != w:
+        side = min(h, w)
+        top, left = (h - side) // 2, (w - side) // 2
+        x = x[top:top + side, left:left + side]
     is_bytes = x.dtype == torch.uint8
     x = x.permute(2, 0, 1).float()
     if is_bytes or x.max() > 1.0:
@@ -51,6 +60,29 @@ def resize_frame(frame: np.ndarray | Tensor, img_size: int) -> Tensor:
     return x.clamp_(0.0, 1.0).contiguous()
 
 
+def distance_success(scale: np.ndarray | float | None = None, tol: float = 0.1
+                     ) -> Callable[[np.ndarray, np.ndarray], tuple[bool, float]]:
+    """The generic goal test: ``distance = sqrt(mean(((state - goal) / scale)^2))``, success when
+    ``distance < tol``.
+
+    Why this default: an env that brings no test of its own still needs one for goal-reaching
+    evaluation. Dividing by ``scale`` (the width of each state entry's range; 1 where unknown)
+    makes entries of different units comparable, and the root-mean-square keeps ``tol`` meaning
+    "within this fraction of the range, on average" whatever the state size. Set ``scale`` and
+    ``tol`` in the adapter, or better give it a ``goal_success`` that says what the task means.
+    """
+    if not tol > 0:
+        raise ConfigError(f"distance_success tol={tol!r}: use a positive number.")
+
+    def success(state: np.ndarray, goal_state: np.ndarray) -> tuple[bool, float]:
+        s, g = np.asarray(state, np.float64).reshape(-1), np.asarray(goal_state, np.float64).reshape(-1)
+        sc = np.ones_like(s) if scale is None else np.broadcast_to(np.asarray(scale, np.float64), s.shape)
+        d = float(np.sqrt(np.mean(((s - g) / sc) ** 2))) if s.size else 0.0
+        return d < tol, d
+
+    return success
+
+
 @dataclass
 class Adapter:
     """How to read one kind of environment (all callables take the raw env and its last obs/info).
@@ -59,9 +91,16 @@ class Adapter:
     ``state(env, obs, info) -> (S,)``, ``success(info) -> bool``. ``low``/``high`` are the
     native action bounds (the env's Box) that [-1, 1] maps onto. ``goal(env, info)`` (optional)
     returns the goal of the current episode as ``{"frame": (H, W, C), "proprio", "state"}``.
-    ``reset_to(env, state (S,), goal_state (S,) | None) -> (raw_obs, info)`` (optional) puts the
-    raw env in a recorded ``state`` (a vector as ``state`` returns it) with the goal of
-    ``goal_state``, for goal-reaching evaluation from recorded episodes.
+
+    Goal-reaching evaluation (``jepalab plan`` / ``evaluate-planning`` on recorded episodes)
+    needs two more, which belong to the environment rather than to the planner because only the
+    environment knows what its state vector means:
+
+    - ``reset_to(env, state (S,), goal_state (S,) | None) -> (raw_obs, info)`` puts the raw env
+      in a recorded ``state`` (a vector as ``state`` returns it) with the goal of ``goal_state``.
+    - ``goal_success(state (S,), goal_state (S,)) -> (success, distance)`` says whether a state
+      reaches the recorded goal state; ``criterion`` describes it in one line. Without one,
+      :func:`distance_success` with ``state_scale`` / ``success_tol`` is used.
     """
 
     pixels: Callable[[Any, Any], np.ndarray]
@@ -73,7 +112,15 @@ class Adapter:
     max_steps: int = 300
     goal: Callable[[Any, dict], dict[str, np.ndarray]] | None = None
     reset_to: Callable[[Any, np.ndarray, np.ndarray | None], tuple[Any, dict]] | None = None
+    goal_success: Callable[[np.ndarray, np.ndarray], tuple[bool, float]] | None = None
+    criterion: str = ""
+    state_scale: np.ndarray | float | None = None
+    success_tol: float = 0.1
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _vec(x: np.ndarray | Tensor) -> np.ndarray:
+    return np.asarray(x.detach().cpu() if isinstance(x, Tensor) else x, np.float64).reshape(-1)
 
 
 class Env:
@@ -105,6 +152,7 @@ class Env:
         self._episode = 0
         self._raw_obs: Any = None
         self.last_info: dict[str, Any] = {}
+        self.terminated = self.truncated = False
 
     @property
     def action_dim(self) -> int:
@@ -148,6 +196,7 @@ class Env:
         self._episode += 1
         self._raw_obs, info = self.raw.reset(seed=seed)
         self._set_info(info)
+        self.terminated = self.truncated = False
         return self._obs()
 
     def reset_to(self, state: np.ndarray | Tensor, goal_state: np.ndarray | Tensor | None = None,
@@ -161,25 +210,53 @@ class Env:
         Returns the observation of the restored state; ``ConfigError`` if the env cannot be set.
         """
         if self.adapter.reset_to is None:
-            raise ConfigError(f"env '{self.name}' cannot be put in a recorded state (its adapter has no reset_to); "
-                              "goal-reaching evaluation supports 'bouncing', 'pusht' and 'tworoom'.")
-        state = np.asarray(state.detach().cpu() if isinstance(state, Tensor) else state, np.float64).reshape(-1)
-        if goal_state is not None:
-            goal_state = np.asarray(goal_state.detach().cpu() if isinstance(goal_state, Tensor) else goal_state,
-                                    np.float64).reshape(-1)
+            raise ConfigError(f"env '{self.name}' cannot be put in a recorded state: its adapter has no reset_to. "
+                              "Give the Adapter a reset_to(env, state, goal_state) (docs/environments.md).")
+        state = _vec(state)
+        goal_state = None if goal_state is None else _vec(goal_state)
         if not np.all(np.isfinite(state)) or (goal_state is not None and not np.all(np.isfinite(goal_state))):
             raise ShapeError(f"env '{self.name}': reset_to needs finite state vectors, got {state} / {goal_state}.")
         self.reset(seed)  # a fresh episode (seeded as reset()), then overwrite its state
         self._raw_obs, info = self.adapter.reset_to(self.raw, state, goal_state)
         self._set_info(info)
-        return self._obs()
+        self.terminated = self.truncated = False
+        obs = self._obs()
+        if obs["state"].numel() != state.size:
+            raise ShapeError(f"env '{self.name}' was asked to restore a state of {state.size} numbers but its "
+                             f"state has {obs['state'].numel()}: the recording comes from another env or adapter "
+                             "version, or the adapter's reset_to and state disagree.")
+        return obs
+
+    def goal_success(self, state: np.ndarray | Tensor, goal_state: np.ndarray | Tensor) -> tuple[bool, float]:
+        """``(success, distance)`` of ``state`` to a recorded ``goal_state`` by the adapter's test
+        (:attr:`criterion`); the generic :func:`distance_success` when the adapter has none."""
+        s, g = _vec(state), _vec(goal_state)
+        if s.size != g.size:
+            raise ShapeError(f"env '{self.name}': a state of {s.size} numbers cannot be compared with a goal "
+                             f"state of {g.size}.")
+        test = self.adapter.goal_success or distance_success(self.adapter.state_scale, self.adapter.success_tol)
+        ok, dist = test(s, g)
+        return bool(ok), float(dist)
+
+    @property
+    def criterion(self) -> str:
+        """One line saying what :meth:`goal_success` tests."""
+        if self.adapter.goal_success is not None:
+            return self.adapter.criterion or "the adapter's goal_success"
+        return (f"normalized state distance (RMS of (state - goal) / scale) below {self.adapter.success_tol:g}"
+                + (f" ({self.adapter.criterion})" if self.adapter.criterion else ""))
 
     def _set_info(self, info: dict[str, Any]) -> None:
         self.last_info = dict(info)
         self.last_info["is_success"] = bool(self.adapter.success(self.last_info))
 
-    def step(self, action: np.ndarray | Tensor) -> tuple[dict[str, Tensor], float, bool, dict[str, Any]]:
-        """Apply a normalized action; returns ``(obs, summed reward, done, info)``."""
+    def gym_step(self, action: np.ndarray | Tensor) -> tuple[dict[str, Tensor], float, bool, bool, dict[str, Any]]:
+        """Apply a normalized action; gymnasium's ``(obs, summed reward, terminated, truncated, info)``.
+
+        ``terminated`` (the task ended: reached, failed) and ``truncated`` (a time limit cut the
+        episode) stay apart, as gymnasium defines them: a planner may stop at either, but value
+        targets and dataset statistics must not treat a time limit as an end of the task.
+        """
         a = np.asarray(action.detach().cpu() if isinstance(action, Tensor) else action, dtype=np.float64).reshape(-1)
         if a.size != self.action_dim:
             raise ShapeError(f"env '{self.name}' takes actions of size {self.action_dim}; got {a.size}.")
@@ -187,15 +264,24 @@ class Env:
             raise ShapeError(f"env '{self.name}' got a non-finite action {a}; check the policy/planner.")
         chunks = (a.reshape(self.frameskip, self.base_action_dim) if self.frameskip_mode == "block"
                   else [a] * self.frameskip)
-        total, done, info = 0.0, False, {}
+        total, terminated, truncated, info = 0.0, False, False, {}
         for chunk in chunks:
             self._raw_obs, reward, terminated, truncated, info = self.raw.step(self.to_native(chunk))
             total += float(reward)
-            done = bool(terminated or truncated)
-            if done:
+            terminated, truncated = bool(terminated), bool(truncated)
+            if terminated or truncated:
                 break
         self._set_info(info)
-        return self._obs(), total, done, self.last_info
+        self.terminated, self.truncated = terminated, truncated
+        self.last_info["terminated"], self.last_info["truncated"] = terminated, truncated
+        return self._obs(), total, terminated, truncated, self.last_info
+
+    def step(self, action: np.ndarray | Tensor) -> tuple[dict[str, Tensor], float, bool, dict[str, Any]]:
+        """Apply a normalized action; returns ``(obs, summed reward, done, info)`` with
+        ``done = terminated or truncated`` (both kept in ``info`` and on ``self``); see
+        :meth:`gym_step` for gymnasium's five values."""
+        obs, reward, terminated, truncated, info = self.gym_step(action)
+        return obs, reward, terminated or truncated, info
 
     def goal_obs(self) -> dict[str, Tensor] | None:
         """The current episode's goal as an observation (pixels at ``img_size``, proprio, state),

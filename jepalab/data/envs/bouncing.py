@@ -100,3 +100,30 @@ class BouncingEnv:
 
     def close(self) -> None:
         pass
+
+
+def make_bouncing(**kwargs: Any) -> tuple[BouncingEnv, Any]:
+    """The ``"bouncing"`` env and its adapter. Goal test: ball 0 within two radii of where it is in
+    the goal state (the env's own success radius)."""
+    from jepalab.data.envs.base import Adapter
+    from jepalab.errors import ConfigError
+
+    max_steps = int(kwargs.pop("max_steps", 100))
+    cfg = BouncingConfig(**{"variant": "actions", "channels": 3, **kwargs})
+    if cfg.variant != "actions":
+        raise ConfigError("the 'bouncing' env is the actions variant; drop the 'variant' option.")
+    raw = BouncingEnv(cfg, max_steps=max_steps)
+    k, radius = cfg.num_balls, float(cfg.radius)
+
+    def goal_success(state: np.ndarray, goal_state: np.ndarray) -> tuple[bool, float]:
+        d = float(np.linalg.norm(np.asarray(state, np.float64)[:2] - np.asarray(goal_state, np.float64)[:2]))
+        return d <= 2 * radius, d
+
+    adapter = Adapter(pixels=lambda env, obs: env.render(),
+                      proprio=lambda env, obs, info: np.asarray(obs[: 2 * k], np.float32),
+                      state=lambda env, obs, info: np.asarray(obs, np.float32),
+                      success=lambda info: bool(info.get("is_success", False)),
+                      low=-np.ones(2), high=np.ones(2), max_steps=max_steps, goal=lambda env, info: env.goal_view(),
+                      reset_to=lambda env, state, goal: env.set_state(state, goal), goal_success=goal_success,
+                      criterion="ball 0 within 2 radii of its goal position")
+    return raw, adapter

@@ -10,13 +10,17 @@ each adapter only says where the pixels, proprioception, state and success flag 
   [-1, 1]^2; state = agent (2) + target (2) + door centres (6); success = agent within 16 px of
   the target (the env's own termination radius).
 - Any gymnasium id rendering ``rgb_array``: pixels from ``obs["pixels"]`` or ``render()``,
-  state = the flattened vector observation, success = ``info["is_success"]``/``info["success"]``.
+  state = the flattened vector observation, success = ``info["is_success"]``/``info["success"]``;
+  its goal test is the generic normalized state distance (``base.distance_success``) and it
+  cannot be restored to a recorded state (no ``reset_to``) unless an adapter says how
+  (``Pendulum-v1`` and dm_control reacher have one: ``control.py``).
 """
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
+import math
 import os
 import sys
 import types
@@ -31,6 +35,10 @@ PUSHT_PIP = "pip install gym-pusht"
 TWOROOM_PIP = ("pip install --no-deps stable-worldmodel==0.1.1 && pip install loguru einops gymnasium "
                "(its full install pulls CUDA torch and torchvision: avoid it on CPU)")
 GYM_PIP = "pip install gymnasium"
+#: Push-T goal test of DINO-WM / LeWM: agent+block xy within 20 px (L2), block angle within pi/9
+PUSHT_POS_TOL, PUSHT_ANGLE_TOL = 20.0, math.pi / 9
+#: Two-Room goal test: the agent within the env's own 16 px termination radius of the goal
+TWOROOM_RADIUS = 16.0
 
 
 def _import(module: str, pip: str, what: str) -> Any:
@@ -108,8 +116,21 @@ def make_pusht(**kwargs: Any) -> tuple[Any, Adapter]:
     adapter = Adapter(pixels=_render, proprio=proprio, state=state,
                       success=lambda info: bool(info.get("is_success", False)), low=low, high=high,
                       max_steps=int(getattr(raw.spec, "max_episode_steps", None) or 300), goal=goal,
-                      reset_to=reset_to, extra=extra)
+                      reset_to=reset_to, goal_success=pusht_goal_success, extra=extra,
+                      criterion="state criterion of DINO-WM/LeWM: agent+block xy within 20 px (L2) and block "
+                                "angle within pi/9")
     return raw, adapter
+
+
+def pusht_goal_success(state: np.ndarray, goal_state: np.ndarray) -> tuple[bool, float]:
+    """DINO-WM's / LeWM's Push-T test on ``(agent xy, block xy, block angle)``: the L2 distance of
+    the first four numbers below 20 px and the block's angle within pi/9 of the goal's. Not
+    gym-pusht's coverage flag, which refers to the env's fixed target pose, not a recorded goal."""
+    s, g = np.asarray(state, np.float64), np.asarray(goal_state, np.float64)
+    d = float(np.linalg.norm(s[:4] - g[:4]))
+    ang = abs(float(s[4] - g[4])) % (2 * math.pi)
+    ang = min(ang, 2 * math.pi - ang)
+    return d < PUSHT_POS_TOL and ang < PUSHT_ANGLE_TOL, d
 
 
 def _pusht_reset_to(env: Any, agent: np.ndarray, pose: np.ndarray) -> tuple[Any, dict]:
@@ -172,9 +193,16 @@ def make_tworoom(**kwargs: Any) -> tuple[Any, Adapter]:
         pixels=_render,
         proprio=lambda env, obs, info: np.asarray(info.get("proprio", _vector(obs)[:2]), np.float32),
         state=lambda env, obs, info: _vector(obs),
-        success=lambda info: float(info.get("distance_to_target", np.inf)) < 16.0,
-        low=low, high=high, max_steps=100, goal=goal, reset_to=_tworoom_reset_to)
+        success=lambda info: float(info.get("distance_to_target", np.inf)) < TWOROOM_RADIUS,
+        low=low, high=high, max_steps=100, goal=goal, reset_to=_tworoom_reset_to,
+        goal_success=tworoom_goal_success, criterion="agent within 16 px of the goal position")
     return raw, adapter
+
+
+def tworoom_goal_success(state: np.ndarray, goal_state: np.ndarray) -> tuple[bool, float]:
+    """The agent (``state[:2]``) within 16 px of the goal's agent position."""
+    d = float(np.linalg.norm(np.asarray(state, np.float64)[:2] - np.asarray(goal_state, np.float64)[:2]))
+    return d < TWOROOM_RADIUS, d
 
 
 def _tworoom_reset_to(env: Any, state: np.ndarray, goal_state: np.ndarray | None) -> tuple[Any, dict]:
@@ -192,7 +220,11 @@ def make_gym(env_id: str, **kwargs: Any) -> tuple[Any, Adapter]:
     os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
     gym = _import("gymnasium", GYM_PIP, f"env '{env_id}'")
     ns = env_id.split("/", 1)[0] if "/" in env_id else None
-    if ns and importlib.util.find_spec(ns) is not None:
+    if ns == "dm_control":
+        from jepalab.data.envs.control import import_shimmy
+
+        import_shimmy()  # shimmy registers the dm_control/... ids
+    elif ns and importlib.util.find_spec(ns) is not None:
         importlib.import_module(ns)  # e.g. "gym_pusht/..." registers on import
     try:
         raw = gym.make(env_id, render_mode=kwargs.pop("render_mode", "rgb_array"), **kwargs)
@@ -200,7 +232,9 @@ def make_gym(env_id: str, **kwargs: Any) -> tuple[Any, Adapter]:
         raise ConfigError(f"Unknown environment '{env_id}': jepalab knows 'pusht', 'tworoom', 'bouncing', "
                           f"and gymnasium ids; gymnasium says: {e}. If it comes from a package, install "
                           "and import it first (e.g. `pip install gym-pusht`).") from e
-    return raw, gym_adapter(raw, env_id)
+    from jepalab.data.envs.control import ADAPTERS
+
+    return raw, ADAPTERS.get(env_id, gym_adapter)(raw, env_id)
 
 
 def gym_adapter(raw: Any, name: str = "custom") -> Adapter:
@@ -223,4 +257,21 @@ def gym_adapter(raw: Any, name: str = "custom") -> Adapter:
     spec = getattr(raw, "spec", None)
     return Adapter(pixels=_render, proprio=proprio, state=state,
                    success=lambda info: bool(info.get("is_success", info.get("success", False))),
-                   low=low, high=high, max_steps=int(getattr(spec, "max_episode_steps", None) or 200))
+                   low=low, high=high, max_steps=int(getattr(spec, "max_episode_steps", None) or 200),
+                   state_scale=_state_scale(getattr(raw, "observation_space", None)),
+                   criterion="scale = the width of each observation entry's bounds, 1 where unbounded")
+
+
+def _state_scale(space: Any) -> np.ndarray | None:
+    """Per-entry width of an observation space in the layout ``gym_adapter``'s ``state`` uses (a
+    Dict's non-pixel entries in sorted key order); 1 where a bound is infinite or unknown."""
+    spaces = ([v for k, v in sorted(space.spaces.items()) if k != "pixels"] if hasattr(space, "spaces")
+              else [space])
+    widths = []
+    for sp in spaces:
+        low, high = getattr(sp, "low", None), getattr(sp, "high", None)
+        if low is None or high is None:
+            return None
+        w = (np.asarray(high, np.float64) - np.asarray(low, np.float64)).reshape(-1)
+        widths.append(np.where(np.isfinite(w) & (w > 0), w, 1.0))
+    return np.concatenate(widths) if widths else None
