@@ -238,12 +238,27 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key, value
 
 
+# An override that switches one of these keys to a new value starts that section afresh: the
+# file's keys belong to the old recipe/source and would be unknown to the new one.
+_SWITCHES = {"recipe": ("recipe", "model"), "data.source": ("data", "data")}
+
+
 def apply_overrides(raw: dict, overrides: Iterable[str]) -> list[str]:
     """Set each ``key=value`` override into the nested dict ``raw`` (in place); returns the keys.
-    Unknown keys are caught later, by ``from_dict``, with a suggestion."""
+    Unknown keys are caught later, by ``from_dict``, with a suggestion. ``recipe=NEW`` or
+    ``data.source=NEW`` (a different value) drops the file's ``model:`` or ``data:`` section, so
+    the new recipe or source starts from its own defaults plus the other overrides."""
+    overrides = list(overrides)
+    parsed = [parse_override(text) for text in overrides]
+    for key, value in parsed:
+        if key in _SWITCHES:
+            holder, section = _SWITCHES[key]
+            node = raw.get(holder)
+            old = (node.get("source") if isinstance(node, dict) else None) if key == "data.source" else node
+            if value != old:
+                raw[section] = {}
     keys = []
-    for text in overrides:
-        key, value = parse_override(text)
+    for text, (key, value) in zip(overrides, parsed):
         node = raw
         parts = key.split(".")
         for depth, part in enumerate(parts[:-1]):
@@ -369,7 +384,13 @@ def load_experiment(path: str | os.PathLike, overrides: Iterable[str] = ()) -> E
         p = p / "experiment.yaml"
     if not p.is_file():
         raise ConfigError(f"Config file '{p}' does not exist (see configs/ for examples).")
-    text = p.read_text(encoding="utf-8")
+    try:
+        text = p.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{p} is not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start}): save the "
+                          "config as UTF-8 YAML (a run's experiment.yaml in this state is corrupt).") from None
+    except OSError as e:
+        raise ConfigError(f"Cannot read config file '{p}' ({e.strerror}); check that it is a readable file.") from None
     try:
         raw = yaml.safe_load(text)
         lines = _yaml_lines(text)

@@ -18,13 +18,17 @@ from typing import Any
 import torch
 
 from jepalab.config import Experiment, config_error, save_experiment, to_dict
-from jepalab.errors import ConfigError
+from jepalab.errors import ConfigError, JepalabError
+from jepalab.preflight import (check_batch_memory, check_model_memory, check_resume_steps, check_writable_dir,
+                               meta_model)
 
 EXPERIMENT_FILE = "experiment.yaml"
 
 # Integer fields that must be positive wherever they appear in model/data/train configs.
 _POSITIVE_INTS = ("img_size", "patch_size", "embed_dim", "num_heads", "num_frames", "tubelet",
                   "in_chans", "batch_size", "steps", "accum_steps")
+# Learning rates above this only overflow the optimizer's float32 arithmetic or blow the weights up.
+MAX_LR = 1e6
 # (a, b) pairs where a must be a multiple of b inside the same config dataclass.
 _DIVISIBLE = (("img_size", "patch_size"), ("embed_dim", "num_heads"), ("num_frames", "tubelet"))
 
@@ -76,7 +80,8 @@ def validate_experiment(exp: Experiment) -> None:
     tv = {f.name: getattr(exp.train, f.name) for f in dataclasses.fields(exp.train)}
     lr = tv.get("lr")
     if _is_num(lr):
-        _check(math.isfinite(lr) and lr > 0, "train.lr", f"'train.lr' must be a finite number > 0, got {lr}.")
+        _check(math.isfinite(lr) and 0 < lr <= MAX_LR, "train.lr",
+               f"'train.lr' must be a finite number in (0, {MAX_LR:g}], got {lr} (typical: 1e-4 to 1e-2).")
     for k in ("weight_decay", "warmup_steps", "checkpoint_every", "log_every", "monitor_every"):
         v = tv.get(k)
         _check(not _is_num(v) or v >= 0, f"train.{k}", f"'train.{k}' must be >= 0, got {v}.")
@@ -99,6 +104,30 @@ def validate_experiment(exp: Experiment) -> None:
         if _is_num(mv) and _is_num(dv) and dv > 0:  # data: 0 = the dataset's native value
             _check(mv == dv, f"data.{dk}", f"'data.{dk}'={dv} differs from 'model.{mk}'={mv}: the "
                    f"model would receive {what}; make them equal.")
+    _check_history(exp)
+    from jepalab.recipes import get_recipe
+
+    try:
+        meta_model(get_recipe(exp.recipe), exp.model)  # every constructor check, without allocating
+    except ConfigError as e:
+        raise config_error(getattr(e, "key", "") or "model", f"model: {e}") from None
+    except JepalabError as e:
+        raise config_error("model", f"Invalid model config: {e}") from None
+
+
+def _check_history(exp: Experiment) -> None:
+    """A predictor over ``model.history`` frames must see clips with a full window plus the frame
+    it predicts; shorter clips would train it on windows it never sees when planning."""
+    hist, frames = getattr(exp.model, "history", None), getattr(exp.data, "frames", None)
+    if not (_is_num(hist) and _is_num(frames)) or hist < 1 or frames < 1:
+        return
+    skip = getattr(exp.model, "frameskip", 1)
+    blocked = hasattr(exp.data, "frameskip")  # the source itself keeps every f-th frame
+    model_frames = frames if blocked or not _is_num(skip) or skip < 1 else (frames - 1) // skip + 1
+    _check(model_frames >= hist + 1, "model.history",
+           f"'model.history'={hist} needs clips of at least {hist + 1} model frames, but 'data.frames'={frames}"
+           + ("" if model_frames == frames else f" with frameskip {skip} gives {model_frames}")
+           + f": raise data.frames or lower model.history to {max(1, model_frames - 1)}.")
 
 
 def build(exp: Experiment) -> tuple[Any, Any]:
@@ -109,24 +138,49 @@ def build(exp: Experiment) -> tuple[Any, Any]:
 
     validate_experiment(exp)
     recipe_cls = get_recipe(exp.recipe)
+    check_model_memory(meta_model(recipe_cls, exp.model), "cpu", training=False)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(exp.seed)
-        model = recipe_cls(exp.model)
+        try:
+            model = recipe_cls(exp.model)
+        except RuntimeError as e:
+            if "alloc" not in str(e).lower():
+                raise
+            raise ConfigError(f"building the model ran out of memory ({str(e).splitlines()[0][:120]}): make it "
+                              "smaller (e.g. lower model.embed_dim or the depth).") from None
     source = build_source(exp.source, exp.data)
+    check_batch_memory(source, exp.train.batch_size, int(os.environ.get("WORLD_SIZE", "1") or 1))
     return model, source
 
 
+def preflight(exp: Experiment, run_dir: str | os.PathLike, resume: bool = False) -> None:
+    """Everything :func:`run` can check before building or writing anything: the config, that
+    ``run_dir`` is (or can become) a writable directory, that the training device exists, that
+    the model and its optimizer state fit its memory, and that a resumed run's ``train.steps``
+    is not below the steps already completed."""
+    from jepalab.recipes import get_recipe
+    from jepalab.trainer.distributed import resolve_device
+
+    validate_experiment(exp)
+    check_writable_dir(run_dir, "--run-dir")
+    device = resolve_device(exp.train.device, int(os.environ.get("LOCAL_RANK", "0") or 0))
+    check_model_memory(meta_model(get_recipe(exp.recipe), exp.model), device, training=True)
+    if resume:
+        check_resume_steps(run_dir, exp.train.steps)
+
+
 def run(exp: Experiment, run_dir: str | os.PathLike, resume: bool = False) -> Any:
-    """Write ``run_dir/experiment.yaml`` (the resolved config), build the parts and train.
+    """Build the parts, train, and record the resolved config in ``run_dir/experiment.yaml``.
 
     Returns whatever ``jepalab.train.train`` returns. With ``resume=True`` the trainer continues
-    from the newest checkpoint in ``run_dir/checkpoints``.
+    from the newest checkpoint in ``run_dir/checkpoints``. The config is written by the trainer's
+    ``before_write`` hook, i.e. only once the run directory is locked and the checkpoint has been
+    checked against this config, so a refused or failed start leaves the run as it was.
     """
     from jepalab.train import train
 
     rd = Path(run_dir)
+    preflight(exp, rd, resume=resume)
     model, source = build(exp)
-    if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 writes files
-        rd.mkdir(parents=True, exist_ok=True)
-        save_experiment(exp, rd / EXPERIMENT_FILE)
-    return train(model, source, exp.train, rd, seed=exp.seed, resume=resume, experiment=to_dict(exp))
+    return train(model, source, exp.train, rd, seed=exp.seed, resume=resume, experiment=to_dict(exp),
+                 before_write=lambda: save_experiment(exp, rd / EXPERIMENT_FILE))  # rank 0 only

@@ -195,7 +195,19 @@ class MNISTImages(TensorImages):
 
 @dataclass
 class FolderConfig:
-    """A folder of PNG/JPEG images; images in sub-folders get the sub-folder as class label."""
+    """Your own images: ``data: {source: folder, root: DIR}``.
+
+    Every PNG/JPEG/BMP/GIF/WebP file under ``root`` (recursively) is one image. The first-level
+    sub-folder is the class label (``root/cat/1.png`` and ``root/cat/x/2.png`` are class ``cat``;
+    classes are numbered in sorted name order; files directly in ``root`` form one more class), so
+    ``jepalab eval`` scores probes by accuracy when there are two or more classes.
+
+    ``split``: ``train`` or ``test``, a fixed random partition holding out ``test_fraction`` of the
+    files, drawn by ``split_seed`` (independent of the training ``seed``, so a run and its
+    evaluation agree on which files are held out). ``img_size``: every image is resized to a
+    square of this side; ``channels``: 3 (RGB) or 1 (gray). Batches hold ``images (B, C, S, S)``
+    in [0, 1] and ``labels (B,)``.
+    """
 
     root: str = ""
     seed: int = 0
@@ -204,6 +216,19 @@ class FolderConfig:
     split_seed: int = 0
     img_size: int = 32
     channels: int = 3
+
+    def validate(self) -> None:
+        """Checked when the config is loaded, before anything is read or trained."""
+        if not self.root or not Path(self.root).expanduser().is_dir():
+            raise ConfigError(f"data.root={self.root!r} is not a directory: point it at a folder of images "
+                              "(one sub-folder per class), e.g. --set data.root=path/to/images.")
+        if self.split not in ("train", "test"):
+            raise ConfigError(f"data.split={self.split!r}: choose 'train' or 'test'.")
+        if not 0.0 < self.test_fraction < 1.0:
+            raise ConfigError(f"data.test_fraction={self.test_fraction}: use a value strictly between 0 and 1.")
+        if self.channels not in (1, 3) or self.img_size < 1:
+            raise ConfigError(f"data.channels must be 1 or 3 and data.img_size >= 1, got {self.channels}, "
+                              f"{self.img_size}.")
 
 
 def _read_image(path: Path, size: int, channels: int) -> Tensor:
@@ -222,10 +247,13 @@ def _read_image(path: Path, size: int, channels: int) -> Tensor:
 
 
 class FolderImages(TensorImages):
-    """All images under ``root`` (recursive), loaded and resized once at construction.
+    """All images under ``root`` (recursive), loaded and resized once at construction (the layout,
+    labels and split are described in :class:`FolderConfig`).
 
-    Labels: index of the first-level sub-folder in sorted order (0 for files directly in root);
-    ``class_names`` lists them. Every file with an image extension must be readable.
+    Labels: index of the first-level sub-folder in sorted order (files directly in root count as
+    a class named ``""``); ``class_names`` lists them. Every file with an image extension must be
+    readable. Files are sorted by path, hence by class: probes must sample them at random
+    (``jepalab eval`` does), never take the first N.
     """
 
     config_class = FolderConfig

@@ -27,10 +27,15 @@ import torch
 from torch import Tensor, nn
 
 from jepalab.atomic import write_text_atomic
-from jepalab.errors import CheckpointError, DataError, ShapeError
+from jepalab.errors import CheckpointError, ConfigError, DataError, ShapeError
+from jepalab.eval.probes import class_counts, knn_regress
+from jepalab.eval.table import format_table
+from jepalab.preflight import check_writable_dir
 
 PROBES = ("linear", "knn", "attentive")
 EVAL_FILE = "eval.json"
+#: every probe within this of the random-init twin (accuracy or R^2) -> warn: nothing was learned.
+BARELY_TRAINED = 0.01
 
 
 # --- data ---------------------------------------------------------------------------------------
@@ -44,21 +49,26 @@ def _split_config(data_cfg: Any, split: str) -> Any:
     return dataclasses.replace(data_cfg, split=split)
 
 
-def iter_examples(source: Any, max_samples: int, batch_size: int, clip: bool) -> Iterator[tuple[Tensor, Tensor]]:
+def iter_examples(source: Any, max_samples: int, batch_size: int, clip: bool,
+                  seed: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
     """Yield ``(inputs, targets)`` batches of up to ``max_samples`` examples of a source.
 
     Inputs are images ``(B, C, H, W)`` (the first frame of a clip) or whole clips
     ``(B, T, C, H, W)`` when ``clip``; targets are ``labels (B,)`` or ``state`` at the first frame
-    ``(B, S)``. In-memory image sources are read in dataset order (no repeats); others through
-    ``batch(step, batch_size)`` for steps 0, 1, ...
+    ``(B, S)``. In-memory image sources give a seeded random subset, stratified by class
+    (:func:`jepalab.eval.probes.sample_rows`: files sorted by class must not bias the probes);
+    others are read through ``batch(step, batch_size)`` for steps 0, 1, ..., each batch already a
+    random draw of the source's world.
     """
+    from jepalab.eval.probes import sample_rows
+
     if max_samples < 1 or batch_size < 1:
         raise DataError(f"need max_samples >= 1 and batch_size >= 1, got {max_samples}, {batch_size}.")
     if all(hasattr(source, a) for a in ("images", "labels", "prepare")):
-        n = min(max_samples, len(source.labels))
-        for i in range(0, n, batch_size):
-            j = min(i + batch_size, n)
-            yield source.prepare(source.images[i:j]), source.labels[i:j]
+        rows = sample_rows(source.labels, max_samples, seed)
+        for i in range(0, rows.numel(), batch_size):
+            idx = rows[i:i + batch_size]
+            yield source.prepare(source.images[idx]), source.labels[idx]
         return
     done, step = 0, 0
     while done < max_samples:
@@ -112,25 +122,6 @@ def featurize(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]], tokens
                     token_error = str(e)
     return {"x": torch.cat(feats), "y": torch.cat(ys), "tokens": torch.cat(toks) if toks and token_error is None else None,
             "token_error": token_error}
-
-
-def knn_regress(train_x: Tensor, train_y: Tensor, test_x: Tensor, test_y: Tensor, k: int = 20,
-                temperature: float = 0.07) -> float:
-    """Weighted k-NN regression on cosine similarity -> mean test R^2 (the regression twin of
-    ``probes.knn_classify``). ``train_x`` (N, D), ``train_y`` (N, K), ``test_x`` (M, D)."""
-    from jepalab.eval.probes import r2_score
-
-    if train_x.dim() != 2 or test_x.dim() != 2 or train_y.dim() != 2 or test_y.dim() != 2:
-        raise ShapeError("knn_regress wants features (N, D) and targets (N, K).")
-    k = max(1, min(k, train_x.shape[0]))
-    tr = nn.functional.normalize(train_x.float(), dim=1)
-    te = nn.functional.normalize(test_x.float(), dim=1)
-    preds = []
-    for i in range(0, te.shape[0], 1024):
-        top, idx = (te[i:i + 1024] @ tr.T).topk(k, dim=1)
-        w = torch.softmax(top / temperature, dim=1)  # (m, k)
-        preds.append((w[..., None] * train_y.float()[idx]).sum(1))
-    return float(r2_score(torch.cat(preds), test_y.float()).mean())
 
 
 def run_probes(train: dict[str, Any], test: dict[str, Any], probes: Sequence[str], task: str,
@@ -262,7 +253,13 @@ def evaluate_run(
     can show; velocities cannot be read from a single frame); R^2 per column is in ``details``.
     Returns the dict written to eval.json: ``task``, ``metric`` (accuracy or r2), ``chance``,
     ``models.trained`` / ``models.random`` (``scores``, ``rank``, ``collapse``, ``skipped``,
-    ``details``) and ``gain`` (trained minus random score per probe).
+    ``details``), ``gain`` (trained minus random score per probe), ``warnings`` (a class missing
+    from a probe set, a model no better than its random init) and, for labels, ``class_counts``
+    (rows per class in each probe set).
+
+    Image sets held in memory are sampled at random with the run's seed, stratified by class
+    (:func:`jepalab.eval.probes.sample_rows`), so ``max_train`` below the split's size still sees
+    every class in its proportion; the same rows serve the trained model and its random twin.
     """
     probes = tuple(probes)
     bad = [p for p in probes if p not in PROBES]
@@ -270,9 +267,14 @@ def evaluate_run(
         raise DataError(f"unknown probe(s) {bad or '(none given)'}: choose from {', '.join(PROBES)}.")
     if baseline not in (None, "random"):
         raise DataError(f"baseline={baseline!r}: use 'random' or None.")
+    for flag, v in (("--max-train", max_train), ("--max-test", max_test), ("batch_size", batch_size)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ConfigError(f"{flag} must be a whole number >= 1, got {v!r}.")
     from jepalab.data import build_source
 
-    dev = torch.device(device) if device not in (None, "auto") else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = eval_device(device)
+    if write:
+        check_writable_dir(run_dir, "RUN_DIR (where eval.json is written)")
     t_start = time.perf_counter()
     model, exp = load_run(run_dir)
     train_cfg = exp.data
@@ -293,14 +295,16 @@ def evaluate_run(
     for name, m in models.items():
         m.to(dev)
         # inputs are re-read per model (sources are deterministic) rather than held in memory
-        feats = {k: featurize(m, iter_examples(src, limits[k], batch_size, clip), "attentive" in probes, dev)
-                 for k, src in sources.items()}
+        feats = {k: featurize(m, iter_examples(src, limits[k], batch_size, clip, seed=exp.seed),
+                              "attentive" in probes, dev) for k, src in sources.items()}
         if "task" not in result:
             task, info = _targets(feats["train"], feats["test"], state_columns, _state_names(sources["train"]))
             keep = info.get("state_columns")
             result.update(task=task, metric="accuracy" if task == "classification" else "r2", **info,
                           n_train=int(feats["train"]["x"].shape[0]), n_test=int(feats["test"]["x"].shape[0]),
-                          embed_dim=int(feats["train"]["x"].shape[1]))
+                          embed_dim=int(feats["train"]["x"].shape[1]), warnings=[])
+            if task == "classification":
+                result["class_counts"], result["warnings"] = _class_summary(feats, sources, max_train, max_test)
         elif keep is not None:
             for f in feats.values():
                 f["y"] = f["y"][:, keep].float()
@@ -309,6 +313,12 @@ def evaluate_run(
     if "random" in result["models"]:
         tr, rn = result["models"]["trained"]["scores"], result["models"]["random"]["scores"]
         result["gain"] = {p: tr[p] - rn[p] for p in tr if p in rn}
+        gains = [g for g in result["gain"].values() if isinstance(g, float) and math.isfinite(g)]
+        if gains and all(abs(g) < BARELY_TRAINED for g in gains):
+            result["warnings"].append(
+                f"the trained model scores within {BARELY_TRAINED} of its random initialisation on every probe: it "
+                f"has barely learned anything; check its steps and loss with `jepalab info {run_dir}`, then train "
+                "longer or adjust train.lr.")
         result["gain"]["rank"] = result["models"]["trained"]["rank"] - result["models"]["random"]["rank"]
     result["seconds"] = round(time.perf_counter() - t_start, 2)
     result = _finite(result)
@@ -317,40 +327,46 @@ def evaluate_run(
     return result
 
 
-def format_table(result: dict[str, Any]) -> str:
-    """A small text table of an :func:`evaluate_run` result (what ``jepalab eval`` prints)."""
-    names = list(result["models"])
-    head = (f"{result['recipe']} on {result['source']}: {result['n_train']} train / {result['n_test']} held-out "
-            f"('{result['split']}'), metric {result['metric']}, chance {result['chance']:.3g}")
-    cols = ["probe", *names] + (["gain"] if "gain" in result else [])
-    rows = []
-    for p in result["probes"]:
-        row = [p]
-        for n in names:
-            s = result["models"][n]["scores"].get(p)
-            row.append(f"{s:.3f}" if isinstance(s, (int, float)) else "skipped")
-        if "gain" in result:
-            g = result["gain"].get(p)
-            row.append(f"{g:+.3f}" if isinstance(g, (int, float)) else "-")
-        rows.append(row)
-    rows.append(["eff. rank", *[f"{result['models'][n]['rank']:.2f}" for n in names]]
-                + ([f"{result['gain']['rank']:+.2f}"] if "gain" in result else []))
-    rows.append(["collapsed", *["YES" if result["models"][n]["collapse"]["collapsed"] else "no" for n in names]]
-                + (["-"] if "gain" in result else []))
-    widths = [max(len(r[i]) for r in [cols, *rows]) for i in range(len(cols))]
-    lines = [head, "  ".join(c.ljust(w) for c, w in zip(cols, widths))]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
-    col_names = result.get("state_names") or [f"col{c}" for c in result.get("state_columns", [])]
-    for n in names if result["task"] == "regression" else ():
-        for p, d in result["models"][n]["details"].items():
-            if "r2_per_target" in d:
-                per = ", ".join(f"{c} {v:.2f}" for c, v in zip(col_names, d["r2_per_target"]))
-                lines.append(f"R^2 per state column ({p}, {n}): {per}")
-    for n in names:
-        for p, why in result["models"][n].get("skipped", {}).items():
-            lines.append(f"({n}: {p} skipped: {why})")
-    return "\n".join(lines)
+def eval_device(device: str | torch.device | None) -> torch.device:
+    """``None``/``"auto"`` -> CUDA when present, else CPU; an explicit device must exist here."""
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"--device {device!r} is not a device: use cpu, cuda, mps or auto.") from None
+    if dev.type == "cuda" and (not torch.cuda.is_available() or (dev.index or 0) >= torch.cuda.device_count()):
+        raise ConfigError(f"--device {device}: this machine has no such CUDA device; use --device cpu (or auto).")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("--device mps: MPS is not available on this machine; use --device cpu (or auto).")
+    return dev
 
 
-__all__ = ["PROBES", "EVAL_FILE", "evaluate_run", "format_table", "featurize", "iter_examples", "knn_regress",
+def _class_summary(feats: dict[str, dict[str, Any]], sources: dict[str, Any], max_train: int,
+                   max_test: int) -> tuple[dict[str, list[int]], list[str]]:
+    """Rows per class in each probe set, and a warning for every class one of them lacks."""
+    ytr, yte = feats["train"]["y"], feats["test"]["y"]
+    full = getattr(sources["train"], "labels", ytr)  # the whole training split, when held in memory
+    k = int(max(int(full.max()), int(ytr.max()), int(yte.max()))) + 1
+    counts = {"train": class_counts(ytr, k), "test": class_counts(yte, k)}
+    in_split = class_counts(full, k)
+    names = getattr(sources["train"], "class_names", None)
+
+    def label(cs: list[int]) -> str:
+        return ", ".join(repr(names[c]) if names and c < len(names) and names[c] else str(c) for c in cs)
+
+    warnings = []
+    lack = [c for c in range(k) if counts["train"][c] == 0 and (in_split[c] or counts["test"][c])]
+    if lack:
+        fix = (f"raise --max-train (now {max_train}) to at least the {k} classes" if any(in_split[c] for c in lack)
+               else "the training split holds none of them, so no probe can predict them")
+        warnings.append(f"class(es) {label(lack)} are missing from the probe training set: {fix}.")
+    lack = [c for c in range(k) if counts["test"][c] == 0 and counts["train"][c]]
+    if lack:
+        warnings.append(f"class(es) {label(lack)} are missing from the held-out set, so their accuracy is not "
+                        f"measured: raise --max-test (now {max_test}) or hold out more data.")
+    return counts, warnings
+
+
+__all__ = ["PROBES", "EVAL_FILE", "BARELY_TRAINED", "eval_device", "evaluate_run", "format_table", "featurize", "iter_examples", "knn_regress",
            "load_run", "random_twin", "run_probes"]

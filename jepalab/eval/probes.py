@@ -7,7 +7,8 @@ Wu et al. 2018 / DINO (Caron et al. 2021), and state regression as in world-mode
 (e.g. LeWorldModel's physical-state probes). Everything runs in torch, fp64 where it is cheap.
 
 Public API: :func:`linear_probe` (ridge regression, R^2), :func:`r2_score`, :func:`knn_classify`,
-:func:`linear_classifier` (multinomial logistic regression), :func:`embed_dataset`.
+:func:`knn_regress`, :func:`linear_classifier` (multinomial logistic regression),
+:func:`embed_dataset`, and :func:`sample_rows`, which draws the probe sets themselves.
 """
 
 from __future__ import annotations
@@ -149,6 +150,64 @@ def linear_probe(
         "ridge": alpha,
         "train_r2": float(r2_score(pred_tr, ytr).mean()),
     }
+
+
+def sample_rows(labels: Tensor, n: int, seed: int) -> Tensor:
+    """Sorted indices of a seeded random subset of ``n`` of the rows of ``labels (M,)``.
+
+    Why not the first ``n``: datasets are often stored by class (an image folder is sorted by
+    sub-folder), so a prefix can hold only some of the classes and a probe fit on it scores far
+    below the truth. With integer labels the subset is *stratified*: each class gets its share
+    ``n * m_c / M`` (largest remainders round it to ``n`` in total) and at least one row when
+    ``n`` is at least the number of classes. Float targets (states) get a plain random subset.
+    ``n >= M`` returns every row.
+    """
+    m = int(labels.shape[0])
+    if n < 1:
+        raise DataError(f"a probe set needs at least 1 sample, got n={n}.")
+    if n >= m:
+        return torch.arange(m)
+    g = torch.Generator().manual_seed(int(seed))
+    if labels.is_floating_point() or labels.dim() != 1:
+        return torch.randperm(m, generator=g)[:n].sort().values
+    classes, counts = torch.unique(labels, return_counts=True)
+    quota = counts.double() * n / m
+    take = quota.floor().long()
+    if n >= classes.numel():
+        take = take.clamp_min(1)
+    short = n - int(take.sum())
+    for i in torch.argsort(quota - take, descending=True, stable=True)[:max(short, 0)].tolist():
+        take[i] += 1
+    while short < 0:  # the minimum of one row per class overshot n: trim the largest shares
+        take[int(torch.argmax(take))] -= 1
+        short += 1
+    rows = []
+    for c, k in zip(classes.tolist(), take.tolist()):
+        members = torch.nonzero(labels == c).flatten()
+        rows.append(members[torch.randperm(members.numel(), generator=g)[:k]])
+    return torch.cat(rows).sort().values
+
+
+def class_counts(labels: Tensor, num_classes: int) -> list[int]:
+    """Rows per class ``0..num_classes-1`` of integer ``labels``."""
+    return [int(v) for v in torch.bincount(labels.flatten().long(), minlength=num_classes)[:num_classes]]
+
+
+def knn_regress(train_x: Tensor, train_y: Tensor, test_x: Tensor, test_y: Tensor, k: int = 20,
+                temperature: float = 0.07) -> float:
+    """Weighted k-NN regression on cosine similarity -> mean test R^2 (the regression twin of
+    :func:`knn_classify`). ``train_x`` (N, D), ``train_y`` (N, K), ``test_x`` (M, D)."""
+    if train_x.dim() != 2 or test_x.dim() != 2 or train_y.dim() != 2 or test_y.dim() != 2:
+        raise ShapeError("knn_regress wants features (N, D) and targets (N, K).")
+    k = max(1, min(k, train_x.shape[0]))
+    tr = torch.nn.functional.normalize(train_x.float(), dim=1)
+    te = torch.nn.functional.normalize(test_x.float(), dim=1)
+    preds = []
+    for i in range(0, te.shape[0], 1024):
+        top, idx = (te[i:i + 1024] @ tr.T).topk(k, dim=1)
+        w = torch.softmax(top / temperature, dim=1)  # (m, k)
+        preds.append((w[..., None] * train_y.float()[idx]).sum(1))
+    return float(r2_score(torch.cat(preds), test_y.float()).mean())
 
 
 def _check_labels(y: Tensor, name: str) -> None:

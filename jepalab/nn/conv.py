@@ -23,6 +23,21 @@ from .posenc import sincos_grid
 from .vit import check_keep
 
 
+def check_conv_geometry(img_size: int, patch_size: int, num_frames: int = 1) -> int:
+    """Raise :class:`ShapeError` unless the conv trunk can tile the image; return its number of
+    stride-2 stages. Each stage halves the side, so a cell is ``2**stages`` pixels wide: patch
+    sizes must be powers of two (a ViT takes any size that divides the image)."""
+    stages = int(round(math.log2(patch_size))) if patch_size > 0 else -1
+    if stages < 1 or 2**stages != patch_size:
+        raise ShapeError(f"model.patch_size={patch_size}: the conv encoder needs a power of 2 (2, 4, 8, 16, ...); "
+                         "pick one, or use model.encoder=vit for other patch sizes.")
+    if img_size % patch_size:
+        raise ShapeError(f"model.img_size={img_size} must be a multiple of model.patch_size={patch_size}.")
+    if num_frames < 1:
+        raise ShapeError(f"num_frames must be >= 1, got {num_frames}.")
+    return stages
+
+
 class ConvEncoder(nn.Module):
     """Conv trunk downsampling by ``patch_size`` (a power of 2) to one token per cell.
 
@@ -40,13 +55,7 @@ class ConvEncoder(nn.Module):
         patch_size: int = 8,
     ) -> None:
         super().__init__()
-        stages = int(round(math.log2(patch_size))) if patch_size > 0 else -1
-        if stages < 1 or 2**stages != patch_size:
-            raise ShapeError(f"ConvEncoder patch_size must be a power of 2 >= 2, got {patch_size}.")
-        if img_size % patch_size:
-            raise ShapeError(f"img_size {img_size} must be a multiple of patch_size {patch_size}.")
-        if num_frames < 1:
-            raise ShapeError(f"num_frames must be >= 1, got {num_frames}.")
+        stages = check_conv_geometry(img_size, patch_size, num_frames)
         self.img_size, self.in_chans, self.num_frames = img_size, in_chans, num_frames
         self.patch_size, self.embed_dim = patch_size, embed_dim
         side = img_size // patch_size

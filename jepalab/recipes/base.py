@@ -8,19 +8,44 @@ A recipe is an ``nn.Module`` that composes parts from ``jepalab.nn``, ``jepalab.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 import torch
 from torch import Tensor, nn
 
 from jepalab.atomic import write_bytes_atomic
-from jepalab.errors import CheckpointError
+from jepalab.errors import CheckpointError, ShapeError
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
+
+
+def _frozen_encode(encode: Callable[..., Tensor]) -> Callable[..., Tensor]:
+    """``encode`` under ``torch.no_grad()``, with its input checked and cast to the model's dtype.
+
+    ``no_grad`` rather than ``inference_mode``: the embeddings stay ordinary tensors that callers
+    may later feed to autograd code (a probe's optimizer, a gradient planner's goal)."""
+
+    @functools.wraps(encode)
+    def wrapper(self: "Recipe", x: Tensor, *args: Any, **kwargs: Any) -> Tensor:
+        if not isinstance(x, Tensor):
+            raise ShapeError(f"{type(self).__name__}.encode takes a torch.Tensor, got {type(x).__name__}; "
+                             "convert with torch.as_tensor(x).")
+        if x.dtype in (torch.uint8, torch.bool):
+            raise ShapeError(f"{type(self).__name__}.encode takes float images in [0, 1], got {x.dtype}; "
+                             "convert with x.float() / 255.")
+        dtype = next((p.dtype for p in self.parameters() if p.is_floating_point()), None)
+        if x.is_floating_point() and dtype is not None and x.dtype != dtype:
+            x = x.to(dtype)
+        with torch.no_grad():
+            return encode(self, x, *args, **kwargs)
+
+    wrapper._frozen = True  # type: ignore[attr-defined]
+    return wrapper
 
 
 class Recipe(nn.Module):
@@ -38,6 +63,14 @@ class Recipe(nn.Module):
         super().__init__()
         self.config = config
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Wrap every ``encode`` a subclass defines with :func:`_frozen_encode`, so the frozen-
+        embedding contract holds for all recipes without each one having to remember it."""
+        super().__init_subclass__(**kwargs)
+        enc = cls.__dict__.get("encode")
+        if callable(enc) and not getattr(enc, "_frozen", False):
+            cls.encode = _frozen_encode(enc)  # type: ignore[method-assign]
+
     # --- what the trainer calls -------------------------------------------------------------
     def training_step(self, batch: dict[str, Tensor], step: int) -> dict[str, Tensor]:
         """Return a dict with a differentiable scalar ``loss``; other scalars are logged and an
@@ -53,7 +86,11 @@ class Recipe(nn.Module):
 
     # --- what evaluation calls ----------------------------------------------------------------
     def encode(self, x: Tensor) -> Tensor:
-        """Pooled embedding ``(B, D)`` of input ``x`` for probes and retrieval."""
+        """Pooled embedding ``(B, D)`` of input ``x`` for probes, retrieval and planning.
+
+        Frozen in every recipe: it runs under ``torch.no_grad()`` and returns tensors outside the
+        autograd graph, and floating-point inputs are cast to the model's dtype (a float64 array
+        from NumPy works). Training code differentiates through the encoder modules themselves."""
         raise NotImplementedError
 
     # --- save / load for use from any Python code ------------------------------------------
