@@ -136,23 +136,29 @@ def make_env(name: str, img_size: int = 64, seed: int | None = 0, frameskip: int
     from jepalab.data.envs import external
     from jepalab.data.envs.bouncing import make_bouncing
 
-    if name == "bouncing":
-        raw, adapter = make_bouncing(**env_kwargs)
-    elif name == "pusht":
-        raw, adapter = external.make_pusht(**env_kwargs)
-    elif name == "tworoom":
-        raw, adapter = external.make_tworoom(**env_kwargs)
-    elif name in _REGISTRY:
-        raw, adapter = _call_factory(name, _REGISTRY[name], env_kwargs)
-    elif _is_reference(name) or env_factory:
-        raw, adapter = _call_factory(name, load_factory(name if _is_reference(name) else env_factory), env_kwargs)
-    elif "-v" in name or "/" in name:
-        raw, adapter = external.make_gym(name, **env_kwargs)
-    else:
-        close = difflib.get_close_matches(name.lower(), ENVS + registered(), n=1)
-        hint = f" Did you mean '{close[0]}'?" if close else ""
-        raise ConfigError(f"Unknown environment '{name}'. Use one of {', '.join(ENVS + registered())}, a gymnasium "
-                          f"id such as 'Pendulum-v1', or module:function of your own env factory.{hint}")
+    try:
+        if name == "bouncing":
+            raw, adapter = make_bouncing(**env_kwargs)
+        elif name == "pusht":
+            raw, adapter = external.make_pusht(**env_kwargs)
+        elif name == "tworoom":
+            raw, adapter = external.make_tworoom(**env_kwargs)
+        elif name in _REGISTRY:
+            raw, adapter = _call_factory(name, _REGISTRY[name], env_kwargs)
+        elif _is_reference(name) or env_factory:
+            raw, adapter = _call_factory(name, load_factory(name if _is_reference(name) else env_factory), env_kwargs)
+        elif "-v" in name or "/" in name:
+            raw, adapter = external.make_gym(name, **env_kwargs)
+        else:
+            close = difflib.get_close_matches(name.lower(), ENVS + registered(), n=1)
+            hint = f" Did you mean '{close[0]}'?" if close else ""
+            raise ConfigError(f"Unknown environment '{name}'. Use one of {', '.join(ENVS + registered())}, a "
+                              f"gymnasium id such as 'Pendulum-v1', or module:function of your own env factory.{hint}")
+    except TypeError as e:  # an option the constructor does not take (e.g. --env-arg nonsense=3)
+        if not env_kwargs or "argument" not in str(e):
+            raise
+        raise ConfigError(f"env '{name}' does not accept the option(s) {', '.join(sorted(env_kwargs))} ({e}); fix or "
+                          "drop the --env-arg.") from None
     return Env(raw, adapter, name, img_size=img_size, frameskip=frameskip, frameskip_mode=frameskip_mode,
                seed=seed)
 
