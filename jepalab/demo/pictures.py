@@ -33,10 +33,12 @@ def make_figures(out: Path, arrays: dict[str, Any], logs: dict[str, list[dict[st
         "First two principal components of each encoder's embeddings of held-out frames, "
         "coloured by the true horizontal ball position.")}
     figures.training_curves(out / "curves.png", logs, ["loss", "monitor/rank", "monitor/std"],
-                            ["training loss", "effective rank (RankMe)", "std of normalized embeddings"])
+                            ["training loss", "effective rank (RankMe)", "std of normalized embeddings (1/\u221aD if spread)"])
     figs["curves"] = {"file": "curves.png", "caption": (
         "Training curves from each run's log.jsonl; the rank and std panels are the collapse "
-        "monitors (a collapsed encoder drops to rank ~1 and std ~0).")}
+        "monitors. The std of L2-normalised embeddings sits at about 1/\u221aD (0.125 for D = 64) for any "
+        "encoder whose embeddings point in varied directions, so a flat line there means no collapse; a "
+        "collapsing encoder drops toward rank ~1 and std ~0.")}
     return figs
 
 

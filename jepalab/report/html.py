@@ -48,6 +48,22 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
+def _spread(collapse: dict[str, Any]) -> float:
+    """Std of the L2-normalised embeddings relative to isotropic directions (``std * sqrt(D)``).
+
+    Why relative: the raw std of unit vectors is about ``1/sqrt(D)`` for *any* well-spread encoder
+    (0.125 at D = 64), so as a bare number it reads the same for every model; divided by that
+    reference it says what it measures: 1 = as spread as random directions, 0 = one direction."""
+    ref = collapse.get("std_ref")
+    return float(collapse["std"]) / float(ref) if ref else float("nan")
+
+
+#: printed under the model table: what the columns that are not self-explanatory mean.
+SPREAD_NOTE = ("Spread: std of the L2-normalised held-out embeddings divided by 1/\u221aD, its value for "
+               "random directions; about 1 for a healthy encoder, below 0.1 counts as collapse (as does a "
+               "centred effective rank below 2).")
+
+
 def model_table(results: dict[str, Any]) -> str:
     """Per-model numbers: parameters, probe R^2s, predicted-embedding R^2 per step, collapse."""
     m = results["models"]
@@ -58,11 +74,11 @@ def model_table(results: dict[str, Any]) -> str:
         d = m[k]
         pred = d.get("pred_r2", d.get("centroid_r2", []))
         rows.append([name, results.get("params", {}).get(k, float("nan")), d["probe_pos_r2"], d["probe_vel_r2"],
-                     pred, d.get("pred_r2_robust", "-"), d["collapse"]["rank"], d["collapse"]["std"],
+                     pred, d.get("pred_r2_robust", "-"), d["collapse"]["rank"], _spread(d["collapse"]),
                      bool(d["collapse"]["collapsed"])])
     return _table(["model", "trainable params", "position probe R\u00b2", "velocity probe R\u00b2 (2 frames)",
                    "prediction R\u00b2 at +1, +2, ... steps*", "same, probe ridge 1e-3", "effective rank",
-                   "norm. std", "collapsed"], rows)
+                   "spread (1 = isotropic)", "collapsed"], rows)
 
 
 def _blur_rows(results: dict[str, Any]) -> list[list[Any]]:
@@ -99,7 +115,7 @@ def write_report(path: str | os.PathLike, results: dict[str, Any], figures: dict
         parts.append(_figure(figures[key]))
     parts.append("<h2>Numbers</h2>" + model_table(results))
     parts.append("<p class='meta'>* JEPAs: position probe fit on true embeddings, applied to predicted ones; "
-                 "pixel twin: R\u00b2 of its predicted frame's intensity centroid.</p>")
+                 "pixel twin: R\u00b2 of its predicted frame's intensity centroid. " + html.escape(SPREAD_NOTE) + "</p>")
     rows = _blur_rows(results)
     if rows:
         parts.append("<h3>Blur of one-step predictions against the true frame</h3>" + _table(
