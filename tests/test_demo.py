@@ -38,7 +38,7 @@ def test_register_adds_the_demo_subcommand():
     register(parser.add_subparsers(dest="cmd"))
     args = parser.parse_args(["demo", "--quick", "--variant", "deterministic", "--seed", "3", "--out", "x"])
     assert args.func is run_demo_from_args
-    assert (args.quick, args.variant, args.seed, args.out_dir, args.device) == (True, "deterministic", 3, "x", "auto")
+    assert (args.quick, args.variant, args.seed, args.out_dir, args.device) == (True, "deterministic", 3, "x", None)
     with pytest.raises(SystemExit):
         parser.parse_args(["demo", "--variant", "nope"])
 
