@@ -12,7 +12,9 @@ import argparse
 import json
 import math
 import os
+import re
 import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -141,8 +143,9 @@ def run_summary(run_dir: str | os.PathLike) -> dict[str, Any]:
     if cfg_path.is_file():
         try:
             cfg = yaml.safe_load(cfg_path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as e:
-            raise CheckpointError(f"{cfg_path} is corrupt ({e}).") from None
+        except (yaml.YAMLError, UnicodeDecodeError) as e:
+            raise CheckpointError(f"{cfg_path} is corrupt ({type(e).__name__}): restore it from a backup, or "
+                                  "delete the run and train again.") from None
     records, bad = read_log(log_path) if log_path.is_file() else ([], 0)
     steps = [r["step"] for r in records if isinstance(r.get("step"), int)]
     ckpts = _checkpoints(rd)
@@ -190,23 +193,30 @@ def cmd_eval(args: argparse.Namespace) -> int:
     probes = [p for item in args.probes for p in item.split(",") if p]
     result = evaluate_run(args.run_dir, probes=probes, split=args.split,
                           baseline=None if args.no_baseline else "random", device=args.device,
-                          state_columns=args.state_columns)
+                          state_columns=args.state_columns, max_train=args.max_train, max_test=args.max_test)
     if args.json:
         print(json.dumps(result, indent=2))
+        for w in result.get("warnings", []):
+            print(f"warning: {w}", file=sys.stderr)
     else:
         print(format_table(result))
         print(f"wrote {Path(args.run_dir) / EVAL_FILE}")
     return 0
 
 
-def _summary_line(doc: str | None, width: int = 90) -> str:
-    """First sentence of a docstring's first paragraph, on one line, cut to ``width``."""
+_DOC_ROLE = re.compile(r":\w+:`([^`]*)`")               # :class:`Name` -> Name
+_SENTENCE_END = re.compile(r"(?<!e\.g)(?<!i\.e)(?<!etc)(?<! al)\.(?=\s|$)")
+
+
+def _summary_line(doc: str | None) -> str:
+    """The whole first sentence of a docstring's first paragraph as plain text (reST roles and
+    backticks removed): what ``jepalab recipes`` shows for each recipe."""
     para = " ".join((doc or "").strip().split("\n\n")[0].split())
+    para = _DOC_ROLE.sub(r"\1", para).replace("``", "").replace("`", "")
     if not para:
         return "(no description)"
-    end = para.find(". ")
-    line = para[: end + 1] if end >= 0 else para
-    return line if len(line) <= width else line[: width - 3].rstrip() + "..."
+    end = _SENTENCE_END.search(para)
+    return para[: end.start() + 1] if end else para
 
 
 def cmd_recipes(args: argparse.Namespace) -> int:
@@ -219,7 +229,7 @@ def cmd_recipes(args: argparse.Namespace) -> int:
             line = _summary_line(get_recipe(name).__doc__)
         except Exception as e:  # one broken/missing recipe must not hide the others
             line = f"(unavailable: {type(e).__name__}: {e})"
-        print(f"{name:<{width}}  {line}")
+        print(textwrap.fill(f"{name:<{width}}  {line}", width=100, subsequent_indent=" " * (width + 2)))
     return 0
 
 
@@ -236,12 +246,19 @@ def cmd_collect(args: argparse.Namespace) -> int:
         if not sep or not key:
             raise ConfigError(f"--env-arg {item!r}: write KEY=VALUE, e.g. --env-arg num_balls=2.")
         env_kwargs[key] = yaml.safe_load(value)
-    out = Path(args.out) if args.out else Path("data") / f"{args.env.replace('/', '_')}-{args.policy}"
+    from jepalab.cli_world import collect_policy_kwargs
+
+    policy_kwargs = collect_policy_kwargs(args)
+    out = Path(args.out) if args.out else Path("data") / f"{args.env.replace('/', '_').replace(':', '_')}-{args.policy}"
+    from jepalab.preflight import check_writable_dir
+
+    check_writable_dir(out, "--out")
     print(f"Collecting {args.episodes} '{args.policy}' episode(s) of '{args.env}' -> {out}", flush=True)
     try:
         meta = collect(args.env, out, episodes=args.episodes, policy=args.policy, img_size=args.img_size,
                        max_steps=args.steps, seed=args.seed, frameskip=args.frameskip,
-                       frameskip_mode=args.frameskip_mode, env_kwargs=env_kwargs, progress=not args.no_progress)
+                       frameskip_mode=args.frameskip_mode, env_kwargs=env_kwargs, progress=not args.no_progress,
+                       policy_kwargs=policy_kwargs, workers=args.workers)
     except KeyboardInterrupt:
         print(f"interrupted: the complete episodes in {out} are kept; rerun the same command to resume.",
               file=sys.stderr)
@@ -315,6 +332,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-baseline", action="store_true", help="skip the random-init baseline")
     p.add_argument("--state-columns", nargs="+", type=int, default=None, metavar="I",
                    help="probe only these state columns (e.g. positions; one frame shows no velocity)")
+    p.add_argument("--max-train", type=int, default=2000, metavar="N",
+                   help="probe training images, drawn at random and stratified by class (default 2000)")
+    p.add_argument("--max-test", type=int, default=1000, metavar="N",
+                   help="held-out images scored, drawn the same way (default 1000)")
     p.add_argument("--device", default=None, help="cpu, cuda, mps or auto (default: auto)")
     p.add_argument("--json", action="store_true", help="print the full result as JSON instead of a table")
     p.set_defaults(func=cmd_eval)
@@ -333,7 +354,8 @@ def build_parser() -> argparse.ArgumentParser:
                               "  jepalab collect Pendulum-v1 --episodes 5   (any gymnasium id with rgb_array)",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("env", metavar="ENV", help="pusht (pip install gym-pusht), tworoom (stable-worldmodel), "
-                                              "bouncing (built in) or a gymnasium id")
+                                              "bouncing (built in), a gymnasium id or module:function of your "
+                                              "env factory (docs/environments.md)")
     p.add_argument("--out", default=None, help="output directory (default data/<env>-<policy>)")
     p.add_argument("--episodes", type=int, default=10, help="number of episodes in the directory (default 10)")
     p.add_argument("--policy", default="random", help="random, or expert (scripted: pusht, tworoom, bouncing)")
@@ -346,6 +368,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--env-arg", dest="env_args", action="append", default=[], metavar="KEY=VALUE",
                    help="option for the env constructor, value read as YAML (repeatable)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    from jepalab.cli_world import add_collect_env_options
+
+    add_collect_env_options(p)
     p.set_defaults(func=cmd_collect)
 
     _register_demo(sub)

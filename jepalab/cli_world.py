@@ -11,9 +11,10 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from jepalab.errors import ConfigError
+from jepalab.preflight import check_writable_dir
 
 PLAN_EXAMPLES = """\
 examples:
@@ -40,6 +41,58 @@ def _env_kwargs(items: list[str]) -> dict[str, Any]:
     return out
 
 
+def add_collect_env_options(p: argparse.ArgumentParser) -> None:
+    """``collect``'s options for how the env is driven: parallel workers and held random actions."""
+    p.add_argument("--workers", type=int, default=1,
+                   help="env copies stepped in parallel worker processes (gymnasium.vector); the episodes are "
+                        "the same as with 1 (default 1)")
+    p.add_argument("--repeat", type=int, default=None, metavar="K",
+                   help="random policy: hold each action for K steps (held actions travel further than "
+                        "one-step jitter; default 1)")
+
+
+def collect_policy_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """Policy options from ``collect``'s flags, checked before any env starts."""
+    if args.workers < 1:
+        raise ConfigError(f"--workers {args.workers}: use 1 or more.")
+    if args.repeat is None:
+        return {}
+    if args.policy != "random":
+        raise ConfigError(f"--repeat holds the actions of the random policy; drop it for --policy {args.policy}.")
+    if args.repeat < 1:
+        raise ConfigError(f"--repeat {args.repeat}: use 1 or more steps per action.")
+    return {"repeat": args.repeat}
+
+
+def _env_name(args: argparse.Namespace, meta: dict[str, Any] | None) -> str:
+    """``--env``, or the env the ``--data`` recording was made in; they must agree when both are given."""
+    recorded = None if meta is None else meta.get("env")
+    if args.env is None:
+        if recorded is None:
+            raise ConfigError("say which env to plan in: --env NAME (bouncing, pusht, tworoom, a gymnasium id or "
+                              "module:function), or --data DIR of a recording.")
+        return str(recorded)
+    if recorded is not None and recorded != args.env:
+        raise ConfigError(f"{args.data} was recorded in env '{recorded}', not '{args.env}'; drop --env or pass the "
+                          "recording of that env.")
+    return args.env
+
+
+def _count(lowest: int) -> Callable[[str], int]:
+    """An argparse type: a whole number >= ``lowest`` (argparse turns the error into exit code 2)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < lowest:
+            raise argparse.ArgumentTypeError(f"must be {lowest} or more, got {value}")
+        return value
+
+    parse.__name__ = f"whole number >= {lowest}"
+    return parse
+
+
 def _planner_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     kw: dict[str, Any] = {"horizon": args.horizon}
     if args.planner in ("cem", "mppi"):
@@ -57,32 +110,31 @@ def cmd_plan(args: argparse.Namespace) -> int:
     """Run one MPC episode toward a goal; save a filmstrip PNG, a GIF and episode.json."""
     import torch
 
-    from jepalab.data.envs import make_env
+    from jepalab.data.envs import make_env, make_env_from_meta
     from jepalab.data.trajectories import read_meta
     from jepalab.planning.episode_media import save_episode_media
     from jepalab.planning.evaluate import (check_env_matches, encoder_fn, frame_to_model, load_world_model,
                                            make_planner, pick_tasks, run_goal_episode)
     from jepalab.planning.mpc import MPCController
 
+    check_writable_dir(args.out, "--out")  # before planning, which may take minutes
     torch.set_num_threads(args.threads)
-    model = load_world_model(args.run_dir)
     kwargs = _env_kwargs(args.env_args)
-    if args.data:
-        meta = read_meta(args.data)
-        if meta.get("env") != args.env:
-            raise ConfigError(f"{args.data} was recorded in env '{meta.get('env')}', not '{args.env}'.")
-        kwargs = {**dict(meta.get("env_kwargs") or {}), **kwargs}
-        img = int(meta.get("img_size", 64))
-    else:
-        img = int(model.config.img_size)
-    env = make_env(args.env, img_size=img, seed=args.seed, **kwargs)
+    meta = read_meta(args.data) if args.data else None
+    args.env = _env_name(args, meta)
+    model = load_world_model(args.run_dir)
+    env = (make_env_from_meta(meta, seed=args.seed, **kwargs) if meta is not None
+           else make_env(args.env, img_size=int(model.config.img_size), seed=args.seed, **kwargs))
     try:
         check_env_matches(model, env)
+        if meta is not None:
+            env.check_goal_reaching(meta.get("state_dim"))
         planner = make_planner(model, args.planner, seed=args.seed, **_planner_kwargs(args))
         f = int(model.config.frameskip)
         ctrl = MPCController(planner, encoder_fn(model), replan_every=f, history=int(model.config.history))
         if args.data:
-            task = pick_tasks(args.data, 1, args.goal_offset, args.test_every, args.seed)[0]
+            task = pick_tasks(args.data, 1, args.goal_offset, args.test_every, args.seed,
+                              accept=lambda s, g: not env.goal_success(s, g)[0])[0]
             goal = frame_to_model(model, task["goal_frame"])[0]
             ctrl.reset(goal, env_action_dim=env.action_dim)
             res = run_goal_episode(env, task, ctrl.act, args.budget, keep_frames=True)
@@ -106,7 +158,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     finally:
         env.close()
     out = Path(args.out)
-    paths = save_episode_media(res["frames"], out, goal=goal_img, name=f"plan_{args.env.replace('/', '_')}")
+    paths = save_episode_media(res["frames"], out, goal=goal_img, name=f"plan_{args.env.replace('/', '_').replace(':', '_')}")
     summary = {"env": args.env, "planner": args.planner, "goal": where, "success": bool(res["success"]),
                "steps": int(res["steps"]), "plans": len(ctrl.plan_times),
                "s_per_plan": (sum(ctrl.plan_times) / len(ctrl.plan_times)) if ctrl.plan_times else None,
@@ -125,11 +177,16 @@ def cmd_evaluate_planning(args: argparse.Namespace) -> int:
     """Plan toward N held-out recorded goals; print and write success rate, s/plan, FLOPs/plan."""
     import torch
 
+    from jepalab.data.trajectories import read_meta
     from jepalab.planning.evaluate import evaluate_planning, load_world_model
 
     torch.set_num_threads(args.threads)
     model = load_world_model(args.run_dir)
-    out = Path(args.out) if args.out else Path(args.run_dir) / f"planning_{args.env.replace('/', '_')}.json"
+    args.env = _env_name(args, read_meta(args.data))
+    out = Path(args.out) if args.out else Path(args.run_dir) / f"planning_{args.env.replace('/', '_').replace(':', '_')}.json"
+    if out.is_dir():
+        raise ConfigError(f"--out {out} is a directory; give the path of the JSON file to write, e.g. {out / 'planning.json'}.")
+    check_writable_dir(out.parent, "--out")
     r = evaluate_planning(model, args.env, args.data, episodes=args.episodes, goal_offset=args.goal_offset,
                           budget=args.budget, planner=args.planner, planner_kwargs=_planner_kwargs(args),
                           test_every=args.test_every, seed=args.seed, baseline=not args.no_baseline, out=out,
@@ -148,20 +205,22 @@ def cmd_evaluate_planning(args: argparse.Namespace) -> int:
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dir", metavar="RUN_DIR", help="a finished world-model run (`jepalab train`)")
-    p.add_argument("--env", required=True, help="bouncing, pusht, tworoom (the env the model was trained on)")
+    p.add_argument("--env", default=None,
+                   help="the env the model was trained on: bouncing, pusht, tworoom, a gymnasium id, a registered "
+                        "name or module:function of your env factory (default: the --data recording's env)")
     p.add_argument("--planner", choices=("cem", "mppi", "gradient"), default="cem", help="default cem")
-    p.add_argument("--horizon", type=int, default=5, help="planned model steps (default 5, as LeWM)")
-    p.add_argument("--samples", type=int, default=300, help="candidates per iteration (cem/mppi; default 300)")
-    p.add_argument("--iterations", type=int, default=None, help="optimizer iterations (default: cem 30, mppi 10)")
-    p.add_argument("--elites", type=int, default=30, help="cem elites (default 30)")
+    p.add_argument("--horizon", type=_count(1), default=5, help="planned model steps (default 5, as LeWM)")
+    p.add_argument("--samples", type=_count(1), default=300, help="candidates per iteration (cem/mppi; default 300)")
+    p.add_argument("--iterations", type=_count(1), default=None, help="optimizer iterations (default: cem 30, mppi 10)")
+    p.add_argument("--elites", type=_count(1), default=30, help="cem elites (default 30)")
     p.add_argument("--noise-beta", type=float, default=2.0,
                    help="colour of the sampling noise in env time (cem/mppi): 0 = white as in LeWM, 2 = the "
                         "default, which reached 50%% vs 5%% of Two-Room goals at 300x30 (benchmarks/WORLD_MODELS.md)")
-    p.add_argument("--budget", type=int, default=50, help="env steps per episode (default 50)")
-    p.add_argument("--goal-offset", type=int, default=25, help="goal = recorded frame this many steps ahead")
-    p.add_argument("--test-every", type=int, default=10, help="held-out episodes: i %% N == N-1 (default 10)")
-    p.add_argument("--seed", type=int, default=0, help="seed of goal choice, env and planner")
-    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
+    p.add_argument("--budget", type=_count(1), default=50, help="env steps per episode (default 50)")
+    p.add_argument("--goal-offset", type=_count(1), default=25, help="goal = recorded frame this many steps ahead")
+    p.add_argument("--test-every", type=_count(1), default=10, help="held-out episodes: i %% N == N-1 (default 10)")
+    p.add_argument("--seed", type=_count(0), default=0, help="seed of goal choice, env and planner")
+    p.add_argument("--threads", type=_count(1), default=1, help="torch intra-op threads (default 1)")
 
 
 def register(sub: Any) -> None:
@@ -187,11 +246,11 @@ def register(sub: Any) -> None:
                        epilog=EVAL_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     _common(p)
     p.add_argument("--data", required=True, help="trajectory directory (`jepalab collect ENV --out DIR`)")
-    p.add_argument("--episodes", type=int, default=20, help="number of held-out goals (default 20)")
+    p.add_argument("--episodes", type=_count(1), default=20, help="number of held-out goals (default 20)")
     p.add_argument("--out", default=None, help="result JSON path (default RUN_DIR/planning_<env>.json)")
     p.add_argument("--no-baseline", action="store_true", help="skip the random-action baseline")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_evaluate_planning)
 
 
-__all__ = ["register", "cmd_plan", "cmd_evaluate_planning"]
+__all__ = ["register", "cmd_plan", "cmd_evaluate_planning", "add_collect_env_options", "collect_policy_kwargs"]

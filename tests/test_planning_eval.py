@@ -6,7 +6,6 @@ from __future__ import annotations
 import math
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -103,8 +102,10 @@ def test_diagnosis_separates_model_action_and_search_failures(trained: WorldMode
 def test_untrained_model_does_not_plan_better_than_chance(data_dir: Path) -> None:
     """The same protocol with the untrained twin: the test above measures learning, not luck."""
     r = evaluate_planning(_tiny_lewm().eval(), "bouncing", data_dir, episodes=12, goal_offset=25, budget=50,
-                          planner_kwargs=dict(samples=16, iterations=2, elites=4), seed=0, baseline=False)
-    assert r["success_rate"] <= 0.5, r
+                          planner_kwargs=dict(samples=16, iterations=2, elites=4), seed=0)
+    # random actions reach 25-58% of these goals (12 goals: sampling noise is large); the trained
+    # model above must beat random by 0.25, the untrained one stays within 0.2 of it
+    assert r["success_rate"] <= r["random_success_rate"] + 0.2, r
 
 
 def test_recorded_episode_replays_from_its_state(data_dir: Path) -> None:
@@ -135,12 +136,13 @@ def test_tasks_come_from_held_out_episodes(data_dir: Path) -> None:
 
 
 def test_pusht_state_criterion_wraps_angles() -> None:
-    env = SimpleNamespace(name="pusht")
+    from jepalab.data.envs.external import pusht_goal_success  # the Push-T adapter's goal test
+
     goal = np.array([100.0, 100.0, 200.0, 200.0, 0.05])
     near = np.array([105.0, 100.0, 205.0, 205.0, 2 * math.pi - 0.05])  # 0.1 rad apart across 2 pi
-    assert state_success(env, near, goal)[0]
-    assert not state_success(env, near + np.array([0, 0, 30.0, 0, 0]), goal)[0]
-    assert not state_success(env, np.array([*near[:4], 0.05 + math.pi / 8 + 0.1]), goal)[0]
+    assert pusht_goal_success(near, goal)[0]
+    assert not pusht_goal_success(near + np.array([0, 0, 30.0, 0, 0]), goal)[0]
+    assert not pusht_goal_success(np.array([*near[:4], 0.05 + math.pi / 8 + 0.1]), goal)[0]
 
 
 def test_errors_are_clear(trained: WorldModel, data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:

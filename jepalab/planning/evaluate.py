@@ -5,14 +5,11 @@ the real environment. LeWorldModel (Maes et al. 2026) and DINO-WM (Zhou et al. 2
 the same way, followed here: take a *held-out* recorded episode, put the environment in the state
 recorded at step ``s``, use the frame recorded ``goal_offset`` (25) steps later as the goal image,
 run receding-horizon MPC for at most ``budget`` (50) environment steps and score success with the
-environment's state criterion:
-
-- ``bouncing``: ball 0 within two radii of its position in the goal state (the env's own test).
-- ``pusht``: DINO-WM's / LeWM's state criterion, ``||(agent, block)_xy - goal||_2 < 20`` px and the
-  block's angle within ``pi/9``; NOT gym-pusht's coverage flag, which refers to the env's fixed
-  target pose, not to the recorded goal.
-- ``tworoom``: the agent within 16 px of its goal position (the env's own radius; the env's
-  target is set to the goal so its ``distance_to_target`` is the criterion).
+environment's state criterion. Restoring a recorded state and the goal test come with the env's
+adapter (``jepalab.data.envs``: ``Env.reset_to``, ``Env.goal_success``, ``Env.criterion``), so any
+env whose adapter has them can be evaluated, a user's own included. Built in: bouncing (ball 0
+within two radii), Push-T (DINO-WM / LeWM: agent+block xy within 20 px, angle within pi/9),
+Two-Room (agent within 16 px), Pendulum-v1 and dm_control reacher (docs/environments.md).
 
 Held-out episodes are those :class:`jepalab.data.trajectories.TrajectorySource` puts in the test
 split (``i % test_every == test_every - 1``), so a model trained on the train split never saw them.
@@ -21,7 +18,6 @@ split (``i % test_every == test_every - 1``), so a model trained on the train sp
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 from pathlib import Path
@@ -36,9 +32,6 @@ from jepalab.errors import ConfigError, DataError, ShapeError
 from jepalab.planning.base import Planner
 
 PLANNERS = ("cem", "mppi", "gradient")
-#: envs whose state can be set exactly from a recorded ``state`` vector
-SETTABLE = ("bouncing", "pusht", "tworoom")
-PUSHT_POS_TOL, PUSHT_ANGLE_TOL = 20.0, math.pi / 9
 _GREY = (0.299, 0.587, 0.114)
 
 
@@ -164,31 +157,14 @@ def pick_tasks(dataset_dir: str | os.PathLike, count: int, goal_offset: int = 25
 # ------------------------------------------------------------------------------ env state + success
 def reset_to_state(env: Any, state: np.ndarray, goal_state: np.ndarray) -> dict[str, Tensor]:
     """Put a jepalab ``Env`` in the recorded ``state`` (goal: ``goal_state``); returns the obs.
-
-    A thin alias of the public :meth:`jepalab.data.envs.Env.reset_to` (bouncing: positions and
-    velocities; Push-T: agent + block pose; Two-Room: agent, target = the goal's agent position).
-    """
-    if env.name not in SETTABLE and getattr(env.adapter, "reset_to", None) is None:
-        raise ConfigError(f"jepalab cannot set env '{env.name}' to a recorded state; goal-reaching evaluation "
-                          f"supports {', '.join(SETTABLE)}.")
+    The env's adapter knows how (:meth:`jepalab.data.envs.Env.reset_to`)."""
     return env.reset_to(state, goal_state)
 
 
 def state_success(env: Any, state: np.ndarray, goal_state: np.ndarray) -> tuple[bool, float]:
-    """``(success, distance)`` of the current ``state`` to ``goal_state`` (module docstring)."""
-    s, g = np.asarray(state, np.float64), np.asarray(goal_state, np.float64)
-    if env.name == "bouncing":
-        d = float(np.linalg.norm(s[:2] - g[:2]))
-        return d <= 2 * float(env.raw.config.radius), d
-    if env.name == "pusht":
-        d = float(np.linalg.norm(s[:4] - g[:4]))
-        ang = abs(float(s[4] - g[4])) % (2 * math.pi)
-        ang = min(ang, 2 * math.pi - ang)
-        return d < PUSHT_POS_TOL and ang < PUSHT_ANGLE_TOL, d
-    if env.name == "tworoom":
-        d = float(np.linalg.norm(s[:2] - g[:2]))
-        return d < 16.0, d
-    raise ConfigError(f"no success criterion for env '{env.name}'; supported: {', '.join(SETTABLE)}.")
+    """``(success, distance)`` of ``state`` to ``goal_state`` by the env adapter's goal test
+    (:meth:`jepalab.data.envs.Env.goal_success`; ``env.criterion`` describes it)."""
+    return env.goal_success(state, goal_state)
 
 
 # ------------------------------------------------------------------------------ one episode
@@ -235,7 +211,7 @@ def evaluate_planning(model: Any, env_name: str, dataset_dir: str | os.PathLike,
     Returns ``dict(env, planner, episodes, success_rate, successes, random_success_rate,
     mean_steps, s_per_plan, plans, flops_per_plan, per_episode=[...])``.
     """
-    from jepalab.data.envs import make_env
+    from jepalab.data.envs import make_env_from_meta
     from jepalab.data.trajectories import read_meta
     from jepalab.planning.mpc import MPCController
 
@@ -246,11 +222,10 @@ def evaluate_planning(model: Any, env_name: str, dataset_dir: str | os.PathLike,
         raise ConfigError(f"{dataset_dir} was recorded in env '{meta.get('env')}', not '{env_name}'; "
                           "evaluate in the env the episodes come from.")
     model.eval()
-    env = make_env(env_name, img_size=int(meta.get("img_size", 64)), seed=seed,
-                   frameskip=int(meta.get("frameskip", 1)), frameskip_mode=meta.get("frameskip_mode", "repeat"),
-                   **dict(meta.get("env_kwargs") or {}))
+    env = make_env_from_meta(meta, seed=seed)
     try:
         check_env_matches(model, env)
+        env.check_goal_reaching(meta.get("state_dim"))
         # a goal already reached at the start says nothing about planning: draw another start
         tasks = pick_tasks(dataset_dir, episodes, goal_offset, test_every, seed,
                            accept=lambda s, g: not state_success(env, s, g)[0])
@@ -287,12 +262,13 @@ def evaluate_planning(model: Any, env_name: str, dataset_dir: str | os.PathLike,
             bar.close()
     finally:
         env.close()
+    criterion = env.criterion
     s_plan = float(np.median(plan_times)) if plan_times else float("nan")
     result: dict[str, Any] = {
         "env": env_name, "dataset": str(dataset_dir), "planner": planner,
         "planner_kwargs": {k: v for k, v in (planner_kwargs or {}).items()}, "episodes": len(rows),
         "goal_offset": goal_offset, "budget": budget, "test_every": test_every, "seed": seed,
-        "criterion": _CRITERIA.get(env_name, "?"),
+        "criterion": criterion,
         "success_rate": sum(r["success"] for r in rows) / len(rows), "successes": sum(r["success"] for r in rows),
         "random_success_rate": (sum(r["random_success"] for r in rows) / len(rows)) if baseline else None,
         "mean_steps": float(np.mean([r["steps"] for r in rows])), "plans": len(plan_times),
@@ -309,12 +285,6 @@ def evaluate_planning(model: Any, env_name: str, dataset_dir: str | os.PathLike,
     return result
 
 
-_CRITERIA = {
-    "bouncing": "ball 0 within 2 radii of its goal position",
-    "pusht": "state criterion of DINO-WM/LeWM: agent+block xy within 20 px (L2) and block angle within pi/9",
-    "tworoom": "agent within 16 px of the goal position",
-}
-
-__all__ = ["PLANNERS", "SETTABLE", "evaluate_planning", "load_world_model", "make_planner", "frame_to_model",
+__all__ = ["PLANNERS", "evaluate_planning", "load_world_model", "make_planner", "frame_to_model",
            "encoder_fn", "check_env_matches", "held_out_episodes", "pick_tasks", "reset_to_state",
            "state_success", "run_goal_episode", "plan_flops"]
