@@ -227,6 +227,22 @@ class Env:
                              "version, or the adapter's reset_to and state disagree.")
         return obs
 
+    def check_goal_reaching(self, state_dim: int | None = None) -> None:
+        """Fail now, with a sentence, if this env cannot replay recorded goals: its adapter has no
+        ``reset_to``, or its state has another size than the recording's ``state_dim``. Called by
+        ``plan`` / ``evaluate-planning`` before a model is run."""
+        if self.adapter.reset_to is None:
+            raise ConfigError(f"env '{self.name}' cannot be put in a recorded state: its adapter has no reset_to, "
+                              "which goal-reaching evaluation needs. Give the Adapter a "
+                              "reset_to(env, state, goal_state) (docs/environments.md).")
+        if state_dim is not None:
+            self.reset()
+            n = int(np.asarray(self.adapter.state(self.raw, self._raw_obs, self.last_info)).size)
+            if n != int(state_dim):
+                raise ShapeError(f"env '{self.name}' has a state of {n} numbers but the recording's states have "
+                                 f"{state_dim}: it was recorded with another env or adapter version; record it "
+                                 "again with this one.")
+
     def goal_success(self, state: np.ndarray | Tensor, goal_state: np.ndarray | Tensor) -> tuple[bool, float]:
         """``(success, distance)`` of ``state`` to a recorded ``goal_state`` by the adapter's test
         (:attr:`criterion`); the generic :func:`distance_success` when the adapter has none."""
