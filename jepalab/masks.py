@@ -1,8 +1,10 @@
 """Which tokens the context encoder sees and which ones the predictor must predict.
 
-Mask generators are callables ``gen(batch_size, generator) -> Masks``, deterministic given the
-``torch.Generator``. Tokens are numbered as the encoders flatten them: ``i*W + j`` on a 2D grid,
-``t*H*W + i*W + j`` on a space-time grid.
+Mask generators have ``draw(draws) -> Masks`` for the rows of a :class:`jepalab.draws.Draws`
+(what recipes call: a row's mask depends on (seed, step, its global index), not on the process
+or micro-batch that draws it) and ``gen(batch_size, generator) -> Masks``, deterministic given
+the ``torch.Generator``. Tokens are numbered as the encoders flatten them: ``i*W + j`` on a 2D
+grid, ``t*H*W + i*W + j`` on a space-time grid.
 
 - ``MultiBlockMask``: I-JEPA (Assran et al., 2023) -- 4 target blocks (scale 0.15-0.2, aspect
   0.75-1.5) and one large context block (scale 0.85-1.0) with the targets removed from it.
@@ -12,7 +14,10 @@ Mask generators are callables ``gen(batch_size, generator) -> Masks``, determini
 
 Like I-JEPA, one block *shape* is drawn per batch (positions per sample), so every sample has the
 same number of target tokens; context sets, whose sizes still differ, are trimmed to the batch
-minimum by dropping a random subset (I-JEPA drops the last indices, which biases the trim).
+minimum by dropping a random subset (I-JEPA drops the last indices, which biases the trim). The
+batch is the *global* batch: the shape comes from a per-step generator and every rank draws the
+positions of all rows (cheap index work) to find the minimum, then keeps its own rows, so
+2 processes x B/2 rows get exactly the masks 1 process x B gets.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from jepalab.draws import Draws
 from jepalab.errors import ConfigError, ShapeError
 
 _MAX_TRIES = 100
@@ -42,6 +48,10 @@ class Masks:
     def to(self, device: torch.device | str) -> "Masks":
         """The same masks on ``device`` (indices are built on the CPU)."""
         return Masks(self.context.to(device), [t.to(device) for t in self.targets])
+
+    def rows(self, index: Tensor) -> "Masks":
+        """The masks of rows ``index`` (e.g. one rank's rows of the global batch's masks)."""
+        return Masks(self.context[index], [t[index] for t in self.targets])
 
 
 def apply_masks(x: Tensor, idx: Tensor) -> Tensor:
@@ -104,18 +114,42 @@ def _place(grid_h: int, grid_w: int, h: int, w: int, g: torch.Generator | None) 
     return m
 
 
-def _trim(sets: list[Tensor], g: torch.Generator | None) -> Tensor:
-    """Stack per-sample index sets after dropping a random subset down to the smallest size."""
+def _trim(sets: list[Tensor], gens: list[torch.Generator]) -> Tensor:
+    """Stack per-sample index sets after dropping a random subset (each from its sample's own
+    generator) down to the smallest size."""
     k = min(len(s) for s in sets)
-    out = [s if len(s) == k else s[torch.randperm(len(s), generator=g)[:k]].sort().values for s in sets]
+    out = [s if len(s) == k else s[torch.randperm(len(s), generator=g)[:k]].sort().values for s, g in zip(sets, gens)]
     return torch.stack(out)
 
 
-def _check_call(batch_size: int, generator: torch.Generator | None) -> None:
+def _check_call(batch_size: int, generator: torch.Generator | None) -> Draws:
+    """Validate a ``gen(batch_size, generator)`` call; its draws: rows ``0..B-1``, key from ``generator``."""
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ConfigError(f"batch_size must be a positive int, got {batch_size!r}.")
     if generator is not None and not isinstance(generator, torch.Generator):
         raise ConfigError(f"generator must be a torch.Generator (or None for the global RNG), got {type(generator).__name__}.")
+    return Draws(int(torch.randint(0, 2**62, (1,), generator=generator)), torch.arange(batch_size), batch_size)
+
+
+class _GlobalBatchMasks:
+    """Base of the generators whose masks depend on the whole global batch (a shape per batch,
+    trimming to the batch minimum): ``draw`` builds the global batch's masks once per step (the
+    last one is kept, so the micro-batches of a step share it) and returns the requested rows."""
+
+    _last: tuple[tuple[int, int], Masks] | None = None
+
+    def __call__(self, batch_size: int, generator: torch.Generator | None = None) -> Masks:
+        return self.draw(_check_call(batch_size, generator))
+
+    def draw(self, draws: Draws) -> Masks:
+        """The masks of ``draws``' rows of its global batch."""
+        tag = (draws.key, draws.total)
+        if self._last is None or self._last[0] != tag:
+            self._last = (tag, self._global(draws.everyone()))
+        return self._last[1].rows(draws.index)
+
+    def _global(self, draws: Draws) -> Masks:
+        raise NotImplementedError
 
 
 def _check_grid(grid: tuple[int, ...], rank: int) -> tuple[int, ...]:
@@ -125,7 +159,7 @@ def _check_grid(grid: tuple[int, ...], rank: int) -> tuple[int, ...]:
 
 
 # --- generators --------------------------------------------------------------------------------
-class MultiBlockMask:
+class MultiBlockMask(_GlobalBatchMasks):
     """I-JEPA multi-block masking on a ``(H, W)`` patch grid: ``num_targets`` target blocks and a
     context block minus all targets, with at least ``min_context`` context tokens."""
 
@@ -150,18 +184,19 @@ class MultiBlockMask:
         self.context_scale = _check_range("context_scale", context_scale, 0.0, 1.0)
         self.context_aspect = _check_range("context_aspect", context_aspect, 0.0, math.inf)
 
-    def __call__(self, batch_size: int, generator: torch.Generator | None = None) -> Masks:
-        _check_call(batch_size, generator)
+    def _global(self, draws: Draws) -> Masks:
         gh, gw = self.grid
-        th, tw = _sample_shape(gh, gw, self.target_scale, self.target_aspect, generator)
-        ch, cw = _sample_shape(gh, gw, self.context_scale, self.context_aspect, generator)
+        shape_gen = draws.generator("shape")
+        th, tw = _sample_shape(gh, gw, self.target_scale, self.target_aspect, shape_gen)
+        ch, cw = _sample_shape(gh, gw, self.context_scale, self.context_aspect, shape_gen)
+        gens = draws.sample_generators()
         contexts: list[Tensor] = []
         targets: list[list[Tensor]] = [[] for _ in range(self.num_targets)]
-        for _ in range(batch_size):
+        for g in gens:
             for _try in range(_MAX_TRIES):
-                blocks = [_place(gh, gw, th, tw, generator) for _ in range(self.num_targets)]
+                blocks = [_place(gh, gw, th, tw, g) for _ in range(self.num_targets)]
                 covered = torch.stack(blocks).any(0)
-                ctx = _place(gh, gw, ch, cw, generator) & ~covered
+                ctx = _place(gh, gw, ch, cw, g) & ~covered
                 if int(ctx.sum()) >= self.min_context:
                     break
             else:
@@ -172,10 +207,10 @@ class MultiBlockMask:
             contexts.append(ctx.flatten().nonzero().squeeze(1))
             for m, blk in enumerate(blocks):
                 targets[m].append(blk.flatten().nonzero().squeeze(1))
-        return Masks(_trim(contexts, generator), [torch.stack(t) for t in targets])
+        return Masks(_trim(contexts, gens), [torch.stack(t) for t in targets])
 
 
-class TubeMask:
+class TubeMask(_GlobalBatchMasks):
     """V-JEPA tube masking on a ``(T, H, W)`` grid.
 
     ``blocks`` lists ``(count, spatial_scale)``; every block is a spatial rectangle repeated through
@@ -197,17 +232,18 @@ class TubeMask:
         self.aspect = _check_range("aspect", aspect, 0.0, math.inf)
         self.min_context = int(min_context)
 
-    def __call__(self, batch_size: int, generator: torch.Generator | None = None) -> Masks:
-        _check_call(batch_size, generator)
+    def _global(self, draws: Draws) -> Masks:
         t, gh, gw = self.grid
-        shapes = [(n, _sample_shape(gh, gw, (s, s), self.aspect, generator)) for n, s in self.blocks]
+        shape_gen = draws.generator("shape")
+        shapes = [(n, _sample_shape(gh, gw, (s, s), self.aspect, shape_gen)) for n, s in self.blocks]
+        gens = draws.sample_generators()
         contexts, targets = [], []
-        for _ in range(batch_size):
+        for g in gens:
             for _try in range(_MAX_TRIES):
                 covered = torch.zeros(gh, gw, dtype=torch.bool)
                 for n, (h, w) in shapes:
                     for _ in range(n):
-                        covered |= _place(gh, gw, h, w, generator)
+                        covered |= _place(gh, gw, h, w, g)
                 if gh * gw - int(covered.sum()) >= self.min_context:
                     break
             else:
@@ -218,7 +254,7 @@ class TubeMask:
             tube = covered.unsqueeze(0).expand(t, -1, -1).flatten()
             targets.append(tube.nonzero().squeeze(1))
             contexts.append((~tube).nonzero().squeeze(1))
-        return Masks(_trim(contexts, generator), [_trim(targets, generator)])
+        return Masks(_trim(contexts, gens), [_trim(targets, gens)])
 
 
 class RandomMask:
@@ -231,8 +267,11 @@ class RandomMask:
         self.num_masked = min(max(int(round(ratio * num_patches)), 1), num_patches - 1)
 
     def __call__(self, batch_size: int, generator: torch.Generator | None = None) -> Masks:
-        _check_call(batch_size, generator)
-        perm = torch.stack([torch.randperm(self.num_patches, generator=generator) for _ in range(batch_size)])
+        return self.draw(_check_call(batch_size, generator))
+
+    def draw(self, draws: Draws) -> Masks:
+        """Each row's permutation from its own generator (no batch-level choice)."""
+        perm = torch.stack([torch.randperm(self.num_patches, generator=g) for g in draws.sample_generators()])
         hidden, visible = perm[:, : self.num_masked], perm[:, self.num_masked :]
         return Masks(visible.sort(1).values, [hidden.sort(1).values])
 
@@ -248,6 +287,13 @@ class FutureFrameMask:
 
     def __call__(self, batch_size: int, generator: torch.Generator | None = None) -> Masks:
         _check_call(batch_size, generator)
+        return self._fixed(batch_size)
+
+    def draw(self, draws: Draws) -> Masks:
+        """The same (non-random) masks for every row."""
+        return self._fixed(len(draws))
+
+    def _fixed(self, batch_size: int) -> Masks:
         t, h, w = self.grid
         split = (t - self.num_future) * h * w
         ctx = torch.arange(split).expand(batch_size, -1).clone()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -56,7 +58,7 @@ def test_loss_uses_predictor_at_target_positions_against_teacher_tokens() -> Non
     model = IJEPA(tiny())
     seen: list[Masks] = []
     gen = model.mask_gen
-    model.mask_gen = lambda b, g: seen.append(gen(b, g)) or seen[-1]  # type: ignore[assignment,func-returns-value]
+    model.mask_gen = SimpleNamespace(draw=lambda d: seen.append(gen.draw(d)) or seen[-1])  # type: ignore[assignment,func-returns-value]
     calls: list[tuple[torch.Tensor, torch.Tensor]] = []
     model.predictor.register_forward_pre_hook(lambda mod, args: calls.append((args[1], args[2])))
     batch = source().batch(0, 4)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 
@@ -43,7 +45,7 @@ def test_two_tube_mask_sets_and_shapes() -> None:
     assert model.encoder.grid == (2, 4, 4)
     drawn: list[Masks] = []
     for i, gen in enumerate(model.mask_gens):
-        model.mask_gens[i] = (lambda g0: lambda b, g: drawn.append(g0(b, g)) or drawn[-1])(gen)  # type: ignore[func-returns-value]
+        model.mask_gens[i] = SimpleNamespace(draw=(lambda g0: lambda d: drawn.append(g0.draw(d)) or drawn[-1])(gen))  # type: ignore[func-returns-value]
     out = model.training_step({"frames": clips(0, 4)}, 0)
     assert len(drawn) == 2
     for m in drawn:  # context = complement of the tubes (up to the batch trim)

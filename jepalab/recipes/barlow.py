@@ -4,6 +4,7 @@ Zbontar, Jing, Misra, LeCun & Deny, 2021, "Barlow Twins: Self-Supervised Learnin
 Reduction". Method: two random views of each image pass through a shared encoder (a small
 ``jepalab.nn`` encoder, mean-pooled) and projector; the batch-standardized projections' D x D
 cross-correlation matrix is pushed to the identity, off-diagonal terms weighted by ~5e-3.
+Under DDP the correlation is taken over the global batch (see ``ViewBackbone`` in ``vicreg.py``).
 """
 
 from __future__ import annotations

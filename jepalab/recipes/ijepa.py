@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from jepalab.draws import Draws
 from jepalab.errors import ConfigError, DataError
 from jepalab.masks import Masks, MultiBlockMask, apply_masks
 from jepalab.nn import ConvEncoder, MaskedPredictor, ViT, sincos_grid
@@ -112,7 +113,9 @@ class MaskedJEPA(Recipe):
     """Shared body of I-JEPA and V-JEPA: context encoder, EMA (or online) target, masked predictor.
 
     Subclasses set ``self.encoder``, call ``_finish_init`` and implement ``_input`` (batch ->
-    encoder input) and ``_masks`` (batch size, generator -> list of ``Masks``, losses averaged).
+    encoder input) and ``_masks`` (the input rows' ``Draws`` -> list of ``Masks``, losses
+    averaged). Masks are drawn per (seed, step, global row) (``jepalab.draws``), so a batch split
+    over processes or micro-batches gets the masks it gets whole.
     """
 
     def _finish_init(self, momentum: tuple[float, float]) -> None:
@@ -127,8 +130,12 @@ class MaskedJEPA(Recipe):
     def _input(self, batch: dict[str, Tensor]) -> Tensor:
         raise NotImplementedError
 
-    def _masks(self, batch_size: int, generator: torch.Generator) -> list[Masks]:
+    def _masks(self, draws: Draws) -> list[Masks]:
         raise NotImplementedError
+
+    def _draws(self, batch: dict[str, Tensor], x: Tensor) -> Draws:
+        """The draws of the encoder input's rows (one per batch row unless a subclass says)."""
+        return Draws.of(batch, x.shape[0])
 
     def targets(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Full-input teacher (or online) tokens ``(B, N, D)`` and their layer-normed targets."""
@@ -151,9 +158,7 @@ class MaskedJEPA(Recipe):
 
     def training_step(self, batch: dict[str, Tensor], step: int) -> dict[str, Tensor]:
         x = self._input(batch)
-        # Masks draw from a generator seeded by the global RNG (which the trainer seeds per step).
-        g = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,))))
-        mask_sets = [m.to(x.device) for m in self._masks(x.shape[0], g)]
+        mask_sets = [m.to(x.device) for m in self._masks(self._draws(batch, x))]
         h, target = self.targets(x)
         losses = [self.predict_loss(self.encoder(x, keep=m.context), m, target) for m in mask_sets]
         out = {
@@ -210,8 +215,14 @@ class IJEPA(MaskedJEPA):
             return f.reshape(-1, *f.shape[2:])
         raise DataError(f"I-JEPA needs batch['images'] (B, C, H, W) or batch['frames']; got keys {sorted(batch)}.")
 
-    def _masks(self, batch_size: int, generator: torch.Generator) -> list[Masks]:
-        return [self.mask_gen(batch_size, generator)]
+    def _draws(self, batch: dict[str, Tensor], x: Tensor) -> Draws:
+        if "images" not in batch and "frames" in batch:  # frame t of clip i is image i*T + t
+            f = batch["frames"]
+            return Draws.of(batch, f.shape[0]).per_item(f.shape[1])
+        return super()._draws(batch, x)
+
+    def _masks(self, draws: Draws) -> list[Masks]:
+        return [self.mask_gen.draw(draws)]
 
     def targets(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Teacher tokens ``(B, N, D)`` and targets: the paper's layer-normed last layer, or with

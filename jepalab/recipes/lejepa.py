@@ -6,6 +6,10 @@ Heuristics". Method: ``V`` augmented views of each image go through one encoder 
 views' mean, and SIGReg pushes the projections towards an isotropic Gaussian:
 ``loss = (1 - lambda) * pred + lambda * SIGReg`` with ``lambda ~ 0.05``. The paper's centres are
 the global views' mean; all views here are global (same resolution).
+
+Multi-process: views are drawn per (seed, step, global image index) (``jepalab.draws``), the
+prediction term is a mean over rows (DDP's gradient average makes it the global mean) and SIGReg
+reduces its statistics over all ranks, so ``W`` processes train what one does.
 """
 
 from __future__ import annotations

@@ -8,6 +8,12 @@ decorrelates dimensions (weight 1). No teacher, no stop-gradient, no negatives.
 
 This file also holds the two-view backbone (:class:`ViewBackbone`, :class:`ViewConfig`) shared
 by the Barlow Twins and LeJEPA recipes, which differ only in their objective.
+
+Under DDP the views are drawn per (seed, step, global image index) (``jepalab.draws``) and the
+objective sees the projections of the *global* batch (``gather_rows``): VICReg's variance and
+covariance and Barlow Twins' cross-correlation are batch statistics, so computing them on one
+rank's rows would regularize another objective than one process does; the trainer makes the
+projector's BatchNorm global too. ``W`` processes x ``B / W`` images thus train what 1 x ``B`` does.
 """
 
 from __future__ import annotations
@@ -18,7 +24,9 @@ import torch
 from torch import Tensor, nn
 
 from jepalab.data.augment import AugmentConfig, ViewAugment
+from jepalab.draws import Draws
 from jepalab.errors import ConfigError, ShapeError
+from jepalab.objectives.cross_rank import gather_rows
 from jepalab.objectives.vicreg import VICRegLoss
 from jepalab.recipes.base import Recipe
 
@@ -126,15 +134,17 @@ class ViewBackbone(nn.Module):
         b = x.shape[0]
         if b < 2:
             raise ShapeError(f"view recipes need at least 2 images per batch (per rank), got {b}.")
-        views = self.augment.views(x, self.num_views)
+        views = self.augment.views(x, self.num_views, Draws.of(batch, b))
         h = self.embed(torch.cat(views))
         z = self.projector(h)
         return h[:b], list(z.split(b))
 
     def first_view_pairs(self, objective: nn.Module, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         """Apply a two-view ``objective`` (a dict of loss terms) between the first view and each
-        other view and average the terms; adds the detached ``embeddings`` for the monitor."""
+        other view of the global batch and average the terms; adds this rank's detached
+        ``embeddings`` for the monitor."""
         h, z = self.views(batch)
+        z = [gather_rows(zv) for zv in z]
         terms = [objective(z[0], zv) for zv in z[1:]]
         out = {k: torch.stack([t[k] for t in terms]).mean() for k in terms[0]}
         out["embeddings"] = h.detach()

@@ -27,9 +27,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
 from torch import Tensor
 
+from jepalab.draws import Draws
 from jepalab.errors import ConfigError, DataError, ShapeError
 from jepalab.masks import Masks, TubeMask
 
@@ -116,8 +116,8 @@ class VJEPA(MaskedJEPA):
             raise DataError(f"V-JEPA needs batch['frames'] (B, T, C, H, W); got keys {sorted(batch)}.")
         return self._clip(batch["frames"])
 
-    def _masks(self, batch_size: int, generator: torch.Generator) -> list[Masks]:
-        return [gen(batch_size, generator) for gen in self.mask_gens]
+    def _masks(self, draws: Draws) -> list[Masks]:
+        return [gen.draw(draws.fork("tubes", i)) for i, gen in enumerate(self.mask_gens)]
 
     def encode(self, x: Tensor) -> Tensor:
         """Clip ``(B, T, C, H, W) -> (B, D)``."""

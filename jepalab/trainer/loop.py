@@ -31,9 +31,11 @@ from jepalab.checkpoint import (
     restore_rng,
     save_checkpoint,
 )
+from jepalab.draws import attach as attach_draws
 from jepalab.errors import CheckpointError, ConfigError, DataError, TrainingDivergedError
 from jepalab.recipes.base import Recipe
 from jepalab.runlog import RunLog
+from jepalab.trainer.batchnorm import restore_batchnorm, use_global_batchnorm
 from jepalab.trainer.compile import check_compile_available, compile_failure, compile_model, uncompile_model
 from jepalab.trainer.config import TrainConfig, lr_at, param_groups, step_seed
 from jepalab.trainer.distributed import DistContext, setup_distributed
@@ -235,6 +237,7 @@ def _run(
     dc.barrier()  # every rank has read the checkpoint before rank 0 may write a new one
     log = RunLog(run_dir, total_steps=cfg.steps, start_step=start, enabled=rank == 0, progress=cfg.progress)
     compiled: list[str] = []
+    bn_swaps = use_global_batchnorm(model) if world > 1 else []  # BatchNorm statistics over all ranks
     try:
         if rank == 0:
             remove_stale_temp_dirs(run_dir)
@@ -262,6 +265,7 @@ def _run(
                      params, group_names, amp, start, elapsed0, last_metrics)
     finally:
         uncompile_model(model, compiled)  # the returned model runs eagerly (no recompiles for eval/no_grad)
+        restore_batchnorm(bn_swaps)
         log.close()
 
 
@@ -298,6 +302,8 @@ def _loop(
             g["lr"] = lr
         batch = source.batch(step, cfg.batch_size, rank=rank, world_size=world)
         _check_batch(batch, rows, step)
+        # masks / augmentations keyed by (seed, step, global row), not by rank (jepalab.draws)
+        batch = attach_draws(batch, seed, step, rank * rows, cfg.batch_size)
         opt.zero_grad(set_to_none=True)
         loss_sum = torch.zeros((), device=device)
         extra_sum: dict[str, Tensor] = {}
