@@ -14,7 +14,6 @@ import math
 import os
 import re
 import sys
-import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -63,13 +62,14 @@ def _say(msg: str) -> None:
 def cmd_train(args: argparse.Namespace) -> int:
     """Load and validate the config, refuse to clobber an existing run, then train."""
     from jepalab.config import load_experiment
-    from jepalab.experiment import run
+    from jepalab.experiment import preflight, run
 
     exp = load_experiment(args.config, _overrides(args))
     run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / exp.name
     if os.environ.get("RANK", "0") == "0" and _has_run(run_dir):  # torchrun: rank 0 decides
         raise ConfigError(f"{run_dir} already holds a run. Continue it with `jepalab resume {run_dir}`, "
                           "or start a new one with --run-dir NEW_DIR.")
+    preflight(exp, run_dir)  # run dir, device, memory: fail before saying "Training"
     steps = getattr(exp.train, "steps", "?")
     _say(f"Training '{exp.recipe}' on '{exp.source}' for {steps} steps -> {run_dir}")
     run(exp, run_dir, resume=False)
@@ -80,7 +80,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_resume(args: argparse.Namespace) -> int:
     """Continue a run from its newest checkpoint with the config stored in the run directory."""
     from jepalab.config import load_experiment
-    from jepalab.experiment import EXPERIMENT_FILE, run
+    from jepalab.experiment import EXPERIMENT_FILE, preflight, run
 
     run_dir = Path(args.run_dir)
     cfg = run_dir / EXPERIMENT_FILE
@@ -88,6 +88,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
         raise CheckpointError(f"{run_dir} is not a jepalab run directory: it has no {EXPERIMENT_FILE}. "
                               "Pass the directory that `jepalab train` wrote (default runs/<name>).")
     exp = load_experiment(cfg, _overrides(args))
+    preflight(exp, run_dir, resume=True)  # e.g. train.steps below the steps already done
     _say(f"Resuming '{exp.recipe}' in {run_dir} (until step {getattr(exp.train, 'steps', '?')})")
     run(exp, run_dir, resume=True)
     _say(f"Done. Inspect the run with: jepalab info {run_dir}")
@@ -229,7 +230,7 @@ def cmd_recipes(args: argparse.Namespace) -> int:
             line = _summary_line(get_recipe(name).__doc__)
         except Exception as e:  # one broken/missing recipe must not hide the others
             line = f"(unavailable: {type(e).__name__}: {e})"
-        print(textwrap.fill(f"{name:<{width}}  {line}", width=100, subsequent_indent=" " * (width + 2)))
+        print(f"{name:<{width}}  {line}")  # one line per recipe, whole sentence: the terminal wraps it
     return 0
 
 

@@ -110,7 +110,8 @@ def check_model_memory(model: nn.Module | None, device: torch.device | str, trai
     if free is None or need <= free:
         return
     use = "to train (weights, gradients and AdamW state)" if training else "for its weights"
-    raise ConfigError(f"the model has {n / 1e6:,.1f} M parameters and needs about {_human(need)} {use}, but "
+    count = f"{n / 1e6:.1f} million" if n < 1e9 else f"{n:.2g}"
+    raise ConfigError(f"the model has {count} parameters and needs about {_human(need)} {use}, but "
                       f"{torch.device(device).type} has {_human(free)} free: make it smaller (e.g. lower "
                       "model.embed_dim or the depth).")
 

@@ -28,7 +28,7 @@ from typing import Protocol, runtime_checkable
 import torch
 from torch import Tensor
 
-from jepalab.errors import ConfigError, ShapeError
+from jepalab.errors import ConfigError, DataError, ShapeError
 from jepalab.planning.cost import check_cost_kind, latent_cost
 
 
@@ -259,6 +259,11 @@ class Planner:
                     f"a_hist has action dimension {a_hist.shape[2]} but the planner plans "
                     f"{self.action_dim}-dim actions; pass the actions the model was trained with."
                 )
+        # NaN/Inf anywhere would silently turn every candidate's cost, and so the plan, into NaN.
+        for name, t in (("z_hist", z_hist), ("goal", goal), ("a_hist", a_hist)):
+            if t is not None and not bool(torch.isfinite(t).all()):
+                raise DataError(f"{name} contains NaN or Inf: check the observations/actions given to the "
+                                "planner (e.g. a diverged encoder or an env that returned NaN).")
         return z_hist, goal.to(z_hist.dtype), a_hist
 
 
