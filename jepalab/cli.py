@@ -23,15 +23,15 @@ from jepalab.errors import CheckpointError, ConfigError, JepalabError
 EXAMPLES = """\
 examples:
   jepalab recipes                                  list the methods you can train
-  jepalab train configs/ijepa_digits.yaml          train; the run goes to runs/<name>
-  jepalab train CONFIG --set train.steps=50 --set model.embed_dim=64 --device cpu
-  jepalab info runs/ijepa_digits                   steps, last metrics, checkpoints, collapse
-  jepalab resume runs/ijepa_digits                 continue from the newest checkpoint
-  jepalab eval runs/ijepa_digits                   probes + effective rank vs a random-init model
+  jepalab train configs/ijepa_tiny.yaml            train; the run goes to runs/<name>, here runs/ijepa-tiny
+  jepalab train configs/ijepa_tiny.yaml --set train.steps=50 --set model.embed_dim=32 --run-dir runs/ijepa-32
+  jepalab info runs/ijepa-tiny                     steps, last metrics, checkpoints, collapse
+  jepalab resume runs/ijepa-tiny                   continue from the newest checkpoint
+  jepalab eval runs/ijepa-tiny                     probes + effective rank vs a random-init model
   jepalab demo --quick                             JEPA vs pixel prediction, with a report
-  jepalab collect pusht --policy expert --episodes 20 --out data/pusht   record episodes
+  jepalab collect pusht --policy expert --episodes 20 --out runs/data/pusht   record episodes
 
-set JEPALAB_DEBUG=1 to see full tracebacks.
+outputs go under runs/ unless told otherwise. set JEPALAB_DEBUG=1 to see full tracebacks.
 """
 
 
@@ -250,7 +250,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
     from jepalab.cli_world import collect_policy_kwargs
 
     policy_kwargs = collect_policy_kwargs(args)
-    out = Path(args.out) if args.out else Path("data") / f"{args.env.replace('/', '_').replace(':', '_')}-{args.policy}"
+    out = Path(args.out) if args.out else Path("runs") / "data" / f"{args.env.replace('/', '_').replace(':', '_')}-{args.policy}"
     from jepalab.preflight import check_writable_dir
 
     check_writable_dir(out, "--out")
@@ -299,7 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a model from a YAML experiment config",
                        description="Train the recipe named in CONFIG on its data source. The "
                                    "resolved config, JSONL log and checkpoints go to the run directory.",
-                       epilog="example:\n  jepalab train configs/ijepa_digits.yaml --set train.steps=100",
+                       epilog="example:\n  jepalab train configs/ijepa_tiny.yaml --set train.steps=100 --run-dir runs/ijepa-100",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("config", help="experiment YAML (keys: name, seed, recipe, model, data, train)")
     _add_override_args(p)
@@ -324,7 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "model, score linear/kNN/attentive probes (accuracy for labels, R^2 "
                                    "for state), effective rank and collapse flags, for the trained model "
                                    "and the same architecture at its initial weights. Writes RUN_DIR/eval.json.",
-                       epilog="example:\n  jepalab eval runs/lejepa_digits --probes linear knn --json",
+                       epilog="example:\n  jepalab eval runs/ijepa-tiny --probes linear knn --json",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run_dir", metavar="RUN_DIR", help="a directory written by `jepalab train` (finished)")
     p.add_argument("--probes", nargs="+", default=["linear", "knn", "attentive"], metavar="PROBE",
@@ -350,14 +350,14 @@ def build_parser() -> argparse.ArgumentParser:
                                    "(frames, actions in [-1,1], proprio, state, rewards, success) atomically "
                                    "to OUT/episode_NNNNNN.npz with OUT/meta.json. Rerunning the same command "
                                    "resumes where it stopped; a larger --episodes extends the dataset.",
-                       epilog="examples:\n  jepalab collect bouncing --episodes 50 --steps 40 --out data/bouncing\n"
+                       epilog="examples:\n  jepalab collect bouncing --episodes 50 --steps 40 --out runs/data/bouncing\n"
                               "  jepalab collect pusht --policy expert --episodes 20 --img-size 64\n"
                               "  jepalab collect Pendulum-v1 --episodes 5   (any gymnasium id with rgb_array)",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("env", metavar="ENV", help="pusht (pip install gym-pusht), tworoom (stable-worldmodel), "
                                               "bouncing (built in), a gymnasium id or module:function of your "
                                               "env factory (docs/environments.md)")
-    p.add_argument("--out", default=None, help="output directory (default data/<env>-<policy>)")
+    p.add_argument("--out", default=None, help="output directory (default runs/data/<env>-<policy>)")
     p.add_argument("--episodes", type=int, default=10, help="number of episodes in the directory (default 10)")
     p.add_argument("--policy", default="random", help="random, or expert (scripted: pusht, tworoom, bouncing)")
     p.add_argument("--steps", type=int, default=None, help="max steps per episode (default: the env's limit)")

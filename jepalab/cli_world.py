@@ -18,14 +18,16 @@ from jepalab.preflight import check_writable_dir
 
 PLAN_EXAMPLES = """\
 examples:
-  jepalab plan runs/wm_bouncing --env bouncing --env-arg radius=5 --out plans/
-  jepalab plan runs/wm_bouncing --env bouncing --data data/bouncing   (a held-out recorded goal)
-  jepalab plan runs/lewm_pusht --env pusht --planner mppi --samples 300
+  jepalab train configs/worldmodel_bouncing.yaml --run-dir runs/wm_bouncing   a world model to plan with
+  jepalab plan runs/wm_bouncing --env bouncing --env-arg radius=3 --out runs/plans/radius3
+  jepalab collect bouncing --episodes 50 --steps 40 --out runs/data/bouncing   recorded goals
+  jepalab plan runs/wm_bouncing --env bouncing --data runs/data/bouncing   (a held-out recorded goal)
+  jepalab plan runs/wm_bouncing --env bouncing --planner mppi --samples 300
 """
 
 EVAL_EXAMPLES = """\
 example:
-  jepalab evaluate-planning runs/wm_bouncing --env bouncing --data data/bouncing --episodes 20
+  jepalab evaluate-planning runs/wm_bouncing --env bouncing --data runs/data/bouncing --episodes 20
 """
 
 
@@ -232,7 +234,7 @@ def register(sub: Any) -> None:
                        epilog=PLAN_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     _common(p)
     p.add_argument("--data", default=None, help="recorded episodes to take a held-out goal from")
-    p.add_argument("--out", default="plans", help="output directory (default plans/)")
+    p.add_argument("--out", default="runs/plans", help="output directory (default runs/plans/)")
     p.add_argument("--env-arg", dest="env_args", action="append", default=[], metavar="KEY=VALUE",
                    help="env constructor option, value read as YAML (repeatable; with --data, meta.json's win "
                         "unless given here)")
