@@ -28,6 +28,10 @@ from conftest import TESTS_DIR, subprocess_env
 from safetensors.torch import load_file
 
 from jepalab.checkpoint import MODEL_FILE
+from jepalab.data.augment import AugmentConfig, ViewAugment
+from jepalab.draws import Draws, attach
+from jepalab.errors import DataError
+from jepalab.masks import FutureFrameMask, MultiBlockMask, RandomMask, TubeMask
 from jepalab.runlog import read_jsonl
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -130,6 +134,58 @@ def test_worldmodel_two_processes_equal_one(tmp_path: Path) -> None:
     _assert_same_training(one, two, args, atol=1e-6)
     w = load_file(str(one / MODEL_FILE))
     assert "encoder.proj.1.running_mean" in w  # the BatchNorm (running statistics included) was compared
+
+
+# --- draws keyed by global row: any split of a batch draws what the whole batch draws ----------------
+KEY, TOTAL = 12345, 8
+WHOLE = Draws(KEY, torch.arange(TOTAL), TOTAL)
+SPLIT = [Draws(KEY, torch.arange(0, 3), TOTAL), Draws(KEY, torch.arange(3, 5), TOTAL), Draws(KEY, torch.arange(5, 8), TOTAL)]
+
+
+@pytest.mark.parametrize("gen", [
+    MultiBlockMask((6, 6), 3, (0.1, 0.2), min_context=4),
+    TubeMask((2, 6, 6), ((3, 0.15),)),
+    RandomMask(36, 0.5),
+    FutureFrameMask((3, 4, 4)),
+], ids=lambda g: type(g).__name__)
+def test_masks_of_a_split_batch_equal_the_whole_batch(gen: Any) -> None:
+    whole = gen.draw(WHOLE)
+    parts = []
+    for d in SPLIT:
+        gen.draw(Draws(KEY + 1, d.index, TOTAL))  # another step in between: no stale reuse
+        parts.append(gen.draw(d))
+    assert torch.equal(torch.cat([p.context for p in parts]), whole.context)
+    for m, t in enumerate(whole.targets):
+        assert torch.equal(torch.cat([p.targets[m] for p in parts]), t)
+    if not isinstance(gen, FutureFrameMask):  # the draws do depend on the key and the row
+        assert not torch.equal(gen.draw(Draws(KEY + 2, WHOLE.index, TOTAL)).targets[0], whole.targets[0])
+        assert len({tuple(r.tolist()) for r in whole.targets[0]}) > 1
+
+
+def test_views_of_a_split_batch_equal_the_whole_batch() -> None:
+    x = torch.rand(TOTAL, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+    aug = ViewAugment(AugmentConfig(flip_prob=0.5))
+    whole = aug.views(x, 2, WHOLE)
+    parts = [aug.views(x[d.index], 2, d) for d in SPLIT]
+    for v in range(2):
+        assert torch.allclose(torch.cat([p[v] for p in parts]), whole[v], atol=1e-6)
+    assert not torch.allclose(whole[0], whole[1], atol=1e-3)  # the two views differ
+
+
+def test_trainer_entries_give_global_rows_and_a_rank_free_key() -> None:
+    batch = {"images": torch.zeros(4, 1, 2, 2)}
+    rank1 = Draws.of(attach(batch, seed=3, step=7, offset=4, total=8), 4)
+    rank0 = Draws.of(attach(batch, seed=3, step=7, offset=0, total=8), 4)
+    assert rank1.index.tolist() == [4, 5, 6, 7] and rank1.total == 8 and rank1.key == rank0.key
+    assert Draws.of(attach(batch, 3, 8, 0, 8), 4).key != rank0.key != Draws.of(attach(batch, 4, 7, 0, 8), 4).key
+    clips = rank1.per_item(2)  # frame t of clip i is image 2i + t
+    assert clips.index.tolist() == list(range(8, 16)) and clips.total == 16
+    with pytest.raises(DataError, match="one global index per row"):
+        Draws.of(attach(batch, 3, 7, 0, 8), 3)
+    torch.manual_seed(0)  # no trainer entries: a key from the global RNG, rows 0..n-1
+    a = Draws.of(batch, 4)
+    torch.manual_seed(0)
+    assert Draws.of(batch, 4).key == a.key and a.index.tolist() == [0, 1, 2, 3]
 
 
 # --- the collectives behind it, in-process ------------------------------------------------------

@@ -47,7 +47,7 @@ class VICRegLoss(nn.Module):
     ``invariance`` = mean squared error between the views;
     ``variance`` = average over the two branches of the std hinge at 1;
     ``covariance`` = sum over the two branches of squared off-diagonal covariance / D.
-    Statistics are over the local batch (under DDP each rank regularizes its own slice).
+    Statistics are over the rows given (the VICReg recipe gives the global batch's rows under DDP).
     """
 
     def __init__(self, inv: float = 25.0, var: float = 25.0, cov: float = 1.0, eps: float = 1e-4) -> None:
