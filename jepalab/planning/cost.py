@@ -18,6 +18,8 @@ from jepalab.errors import ConfigError, ShapeError
 
 CostKind = Literal["l2", "l1", "mse"]
 COST_KINDS: tuple[str, ...] = ("l2", "l1", "mse")
+REDUCTIONS: tuple[str, ...] = ("last", "mean", "min")
+MIN_TIEBREAK = 0.01
 
 
 def check_cost_kind(kind: str) -> None:
@@ -26,15 +28,24 @@ def check_cost_kind(kind: str) -> None:
         raise ConfigError(f"Unknown planning cost {kind!r}; use one of {', '.join(COST_KINDS)}.")
 
 
-def latent_cost(pred: Tensor, goal: Tensor, kind: str = "l2", every_step: bool = False) -> Tensor:
+def check_reduce(reduce: str) -> None:
+    """Raise ``ConfigError`` unless ``reduce`` is one of :data:`REDUCTIONS`."""
+    if reduce not in REDUCTIONS:
+        raise ConfigError(f"Unknown cost reduction {reduce!r}; use one of {', '.join(REDUCTIONS)} (module docstring).")
+
+
+def latent_cost(pred: Tensor, goal: Tensor, kind: str = "l2", every_step: bool = False,
+                reduce: str | None = None) -> Tensor:
     """Distance of predicted embeddings to the goal embedding, one number per rollout.
 
     ``pred (B, H, D)`` imagined embeddings, ``goal (B, D)`` (or ``(D,)``, broadcast) -> ``(B,)``.
     ``kind``: ``"l2"`` Euclidean norm, ``"l1"`` mean absolute difference over ``D`` (V-JEPA 2-AC),
-    ``"mse"`` mean squared difference over ``D``. ``every_step`` averages the per-step distance
-    over ``H`` instead of scoring the last step only.
+    ``"mse"`` mean squared difference over ``D``. ``reduce``: ``"last" | "mean" | "min"`` over
+    ``H`` (module docstring); ``every_step=True`` is the older spelling of ``reduce="mean"``.
     """
     check_cost_kind(kind)
+    reduce = reduce if reduce is not None else ("mean" if every_step else "last")
+    check_reduce(reduce)
     if pred.dim() != 3:
         raise ShapeError(f"latent_cost expects predictions (B, H, D), got {tuple(pred.shape)}.")
     if goal.dim() == 1:
@@ -43,7 +54,7 @@ def latent_cost(pred: Tensor, goal: Tensor, kind: str = "l2", every_step: bool =
         raise ShapeError(
             f"goal must be (B, D) or (D,) matching predictions {tuple(pred.shape)}, got {tuple(goal.shape)}."
         )
-    target = pred if every_step else pred[:, -1:]
+    target = pred if reduce != "last" else pred[:, -1:]
     diff = target - goal.unsqueeze(1)
     if kind == "l2":
         per_step = torch.linalg.vector_norm(diff, dim=-1)
@@ -51,4 +62,6 @@ def latent_cost(pred: Tensor, goal: Tensor, kind: str = "l2", every_step: bool =
         per_step = diff.abs().mean(dim=-1)
     else:
         per_step = diff.square().mean(dim=-1)
+    if reduce == "min":
+        return per_step.amin(dim=1) + MIN_TIEBREAK * per_step.mean(dim=1)
     return per_step.mean(dim=1)

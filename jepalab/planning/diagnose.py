@@ -88,9 +88,9 @@ def diagnose_planning(model: Any, env_name: str, dataset_dir: str | os.PathLike,
                 rand = torch.rand(samples, pl.horizon, f * a_env, generator=gen) * 2 - 1
                 z0 = z_env[None, None]
                 with torch.inference_mode():
-                    c_or = float(latent_cost(model.rollout(z0, plan), z_goal[None], pl.cost_kind, pl.every_step)[0])
+                    c_or = float(latent_cost(model.rollout(z0, plan), z_goal[None], pl.cost_kind, reduce=pl.reduce)[0])
                     c_rand = latent_cost(model.rollout(z0.expand(samples, 1, -1), rand), z_goal[None],
-                                         pl.cost_kind, pl.every_step)
+                                         pl.cost_kind, reduce=pl.reduce)
                 pl.reset()
                 c_plan = float(pl.solve(z0, z_goal[None]).cost[0])
                 row.update(oracle_cost=c_or, random_best=float(c_rand.min()), planner_cost=c_plan,

@@ -13,6 +13,13 @@ Three objectives over the same parts (encoder -> ``ActionConditionedPredictor`` 
 - ``"dinowm"`` - the frozen pretrained encoder plug-in (DINO-WM, Zhou et al. 2024): any torch
   module (e.g. ImageNet EfficientNet-Lite0) kept fixed, predictor trained by teacher-forced MSE.
 
+The compact planning model (``configs/wm_tworoom.yaml``): ``encoder="keypoint"`` (spatial
+soft-argmax, ``jepalab.nn.keypoint``: embedding distances that keep growing with scene distances),
+``predictor="mlp"`` (``jepalab.nn.mlp_dynamics``), a multi-step rollout loss (``rollout_steps``),
+the variance-covariance terms of VICReg / EB-JEPA (``var_weight``, ``cov_weight``) instead of
+SIGReg, and EB-JEPA's inverse-dynamics term (``idm_weight``). Any term can be combined with any
+encoder; all are off by default, so the defaults stay LeWorldModel's recipe.
+
 Frameskip (LeWorldModel): with ``frameskip = f`` the model sees every f-th frame and one *action
 block* per transition, the ``f`` environment actions in between concatenated, so the predictor's
 action width is ``f * action_dim`` (what planners must produce: see ``action_dim``).
@@ -27,11 +34,15 @@ from torch import Tensor, nn
 
 from jepalab.errors import ConfigError, ShapeError
 from jepalab.nn.ac_predictor import ActionConditionedPredictor
+from jepalab.nn.mlp_dynamics import MLPDynamics
+from jepalab.objectives.inverse_dynamics import InverseDynamicsHead
+from jepalab.objectives.vicreg import covariance_term, variance_term
 from jepalab.objectives.prediction import KINDS, prediction_loss
 from jepalab.recipes.base import Recipe
 
 OBJECTIVES = ("lewm", "vjepa2ac", "dinowm")
-ENCODERS = ("vit", "conv", "frozen")
+ENCODERS = ("vit", "conv", "keypoint", "frozen")
+PREDICTORS = ("transformer", "mlp")
 
 
 @dataclass
@@ -39,7 +50,7 @@ class WorldModelConfig:
     """Hyper-parameters of :class:`WorldModel` (defaults: LeWorldModel's ViT-tiny setting)."""
 
     objective: str = "lewm"          # lewm | vjepa2ac | dinowm
-    encoder: str = "vit"             # vit | conv | frozen
+    encoder: str = "vit"             # vit | conv | keypoint | frozen
     img_size: int = 64
     in_chans: int = 3
     embed_dim: int = 192             # D of trained encoders (a frozen one brings its own)
@@ -49,6 +60,8 @@ class WorldModelConfig:
     proj_hidden: int = 512           # vit projector MLP width
     enc_width: int = 16              # conv trunk width
     enc_dim: int = 64                # conv feature-map channels before the projector
+    keypoints: int = 16              # keypoint: heatmaps (soft-argmax coordinates) per frame
+    kp_map_size: int = 16            # keypoint: side of the heatmaps
     frozen_encoder: str = ""         # efficientnet_lite0 | module:pkg.path:callable | jepalab:RUN_DIR
     frozen_input_size: int = -1      # resize frames to this before the frozen encoder; -1 = spec default, 0 = none
     frozen_imagenet_norm: str = "auto"  # auto | on | off
@@ -56,7 +69,8 @@ class WorldModelConfig:
     action_dim: int = 2              # one environment action
     frameskip: int = 1               # env steps per model step (LeWM: 5); actions are concatenated
     history: int = 3                 # frames the predictor attends to (LeWM: 3)
-    pred_dim: int = 192
+    predictor: str = "transformer"   # transformer (LeWM: AdaLN-zero causal) | mlp (residual MLP)
+    pred_dim: int = 192              # transformer width | mlp hidden width
     pred_depth: int = 6
     pred_heads: int = 4
     mlp_ratio: float = 4.0
@@ -65,6 +79,9 @@ class WorldModelConfig:
     sigreg_weight: float = 0.09      # lewm only
     sigreg_proj: int = 256
     rollout_steps: int = -1          # -1 = auto: 2 for vjepa2ac, 0 (off) otherwise
+    var_weight: float = 0.0          # variance hinge (VICReg / EB-JEPA) on each step's batch of embeddings
+    cov_weight: float = 0.0          # covariance term (VICReg / EB-JEPA)
+    idm_weight: float = 0.0          # inverse-dynamics term (PLDM / EB-JEPA): read a_t off (z_t, z_t+1)
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` with a fix for any inconsistent field."""
@@ -86,6 +103,11 @@ class WorldModelConfig:
         for name in ("action_dim", "frameskip", "history", "pred_depth", "img_size", "in_chans"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"model.{name} must be >= 1, got {getattr(self, name)}.")
+        if self.predictor not in PREDICTORS:
+            raise ConfigError(f"model.predictor={self.predictor!r}: choose one of {PREDICTORS}.")
+        for name in ("var_weight", "cov_weight", "idm_weight"):
+            if not getattr(self, name) >= 0:
+                raise ConfigError(f"model.{name} must be >= 0, got {getattr(self, name)}.")
         if self.loss != "auto" and self.loss not in KINDS:
             raise ConfigError(f"model.loss={self.loss!r}: use auto or one of {KINDS}.")
         if self.sigreg_weight < 0:
@@ -106,10 +128,16 @@ class WorldModel(Recipe):
         c = config
         self.encoder = self._build_encoder(c)
         self.embed_dim: int = int(self.encoder.embed_dim)
-        self.predictor = ActionConditionedPredictor(
-            self.embed_dim, c.action_dim * c.frameskip, dim=c.pred_dim, depth=c.pred_depth, heads=c.pred_heads,
-            history=c.history, mlp_ratio=c.mlp_ratio, residual=c.pred_residual,
-        )
+        if c.predictor == "mlp":
+            self.predictor = MLPDynamics(self.embed_dim, c.action_dim * c.frameskip, hidden=c.pred_dim,
+                                         depth=c.pred_depth, history=c.history)
+        else:
+            self.predictor = ActionConditionedPredictor(
+                self.embed_dim, c.action_dim * c.frameskip, dim=c.pred_dim, depth=c.pred_depth, heads=c.pred_heads,
+                history=c.history, mlp_ratio=c.mlp_ratio, residual=c.pred_residual,
+            )
+        if c.idm_weight > 0:
+            self.inverse_dynamics = InverseDynamicsHead(self.embed_dim, c.action_dim * c.frameskip)
         self.loss_kind = c.loss if c.loss != "auto" else ("l1" if c.objective == "vjepa2ac" else "l2")
         self.rollout_steps = c.rollout_steps if c.rollout_steps >= 0 else (2 if c.objective == "vjepa2ac" else 0)
         if c.objective == "lewm":
@@ -128,6 +156,10 @@ class WorldModel(Recipe):
             from .future import FrameEncoder
 
             return FrameEncoder(c.img_size, c.in_chans, c.embed_dim, c.enc_width, c.enc_dim)
+        if c.encoder == "keypoint":
+            from jepalab.nn.keypoint import KeypointEncoder
+
+            return KeypointEncoder(c.img_size, c.in_chans, c.embed_dim, c.enc_width, c.keypoints, c.kp_map_size)
         from .worldmodel_encoders import FrozenEncoder, load_frozen
 
         module, size, imagenet = load_frozen(c.frozen_encoder)
@@ -224,13 +256,23 @@ class WorldModel(Recipe):
             rl = prediction_loss(roll, z[:, ctx:], self.loss_kind)
             loss = loss + rl
             out["rollout"] = rl.detach()
-        if self.config.objective == "lewm":
+        if self.config.objective == "lewm" and self.config.sigreg_weight > 0:
             # LeWM's SIGReg: the Epps-Pulley test over the *batch* at each time step, averaged over
             # steps (same projections for all steps and on every rank). Pooling the B*T frames into
             # one sample would count a clip's own frames as spread and weigh the term ~T x heavier.
             reg = torch.stack([self.sigreg(z[:, i], step=step) for i in range(t)]).mean()
             loss = loss + self.config.sigreg_weight * reg
             out["sigreg"] = reg.detach()
+        c = self.config
+        if c.var_weight > 0 or c.cov_weight > 0:  # per time step, as SIGReg: a clip's own frames are not spread
+            var = torch.stack([variance_term(z[:, i]) for i in range(t)]).mean()
+            cov = torch.stack([covariance_term(z[:, i]) for i in range(t)]).mean()
+            loss = loss + c.var_weight * var + c.cov_weight * cov
+            out["variance"], out["covariance"] = var.detach(), cov.detach()
+        if c.idm_weight > 0:
+            idm = self.inverse_dynamics.loss(z, actions)
+            loss = loss + c.idm_weight * idm
+            out["inverse_dynamics"] = idm.detach()
         out["loss"] = loss
         out["embeddings"] = z.flatten(0, 1).detach()
         return out
