@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 from jepalab.errors import ConfigError, DataError, ShapeError
-from jepalab.planning.cost import check_cost_kind, latent_cost
+from jepalab.planning.cost import check_cost_kind, check_reduce, latent_cost
 
 
 @runtime_checkable
@@ -71,8 +71,9 @@ class Planner:
     (defaults to ``model.action_dim``). ``low``/``high``: box bounds, scalars or ``(A,)``.
     ``radius``: optional L2 bound on each step's action (V-JEPA 2-AC keeps actions in a small
     ball); the box must then contain the origin so that projecting onto the ball first and then
-    clamping lands in both sets. ``cost``: ``"l2" | "l1" | "mse"``; ``every_step``: score the
-    whole imagined path, not only its end. ``seed``: the planner's generator seed.
+    clamping lands in both sets. ``cost``: ``"l2" | "l1" | "mse"``; ``reduce``: how the per-step
+    distances over the horizon become one cost, ``"last" | "mean" | "min"`` (``planning/cost.py``;
+    ``every_step=True`` is the older spelling of ``"mean"``). ``seed``: the planner's generator seed.
     ``chunks``: env actions per planned action (a model trained with frameskip ``f`` on action
     blocks plans ``f x`` the env's action dim; then ``chunks = f``), used to lay the sampling noise
     out in env time. ``noise_beta``: colour of the sampling noise in env time (0 white, 1 pink,
@@ -97,6 +98,7 @@ class Planner:
         warm_start: bool = True,
         chunks: int = 1,
         noise_beta: float = 0.0,
+        reduce: str | None = None,
     ) -> None:
         if not hasattr(model, "rollout"):
             raise ConfigError("The planner's model needs a rollout(z_hist, actions, a_hist) method (LatentModel).")
@@ -130,7 +132,9 @@ class Planner:
             raise ConfigError(f"noise_beta={noise_beta!r}: use a number in [0, 4] (0 white, 2 iCEM's coloured noise).")
         self.chunks, self.noise_beta = chunks, float(noise_beta)
         self.cost_kind = cost
-        self.every_step = every_step
+        self.reduce = reduce if reduce is not None else ("mean" if every_step else "last")
+        check_reduce(self.reduce)
+        self.every_step = self.reduce == "mean"
         self.seed = seed
         self.warm_start = warm_start
         self.generator = torch.Generator().manual_seed(seed)
@@ -183,7 +187,7 @@ class Planner:
         expected = (e * n, self.horizon, z_hist.shape[-1])
         if tuple(pred.shape) != expected:
             raise ShapeError(f"model.rollout returned {tuple(pred.shape)}; expected (B, H, D) = {expected}.")
-        cost = latent_cost(pred, goal.repeat_interleave(n, dim=0), self.cost_kind, self.every_step)
+        cost = latent_cost(pred, goal.repeat_interleave(n, dim=0), self.cost_kind, reduce=self.reduce)
         return cost.reshape(e, n)
 
     def noise(self, n: int, device: torch.device) -> Tensor:
