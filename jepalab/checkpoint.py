@@ -50,12 +50,25 @@ def checkpoint_name(step: int) -> str:
     return f"step_{step:07d}"
 
 
+def is_complete(path: str | os.PathLike) -> bool:
+    """Whether checkpoint directory ``path`` still has all three of its files.
+
+    A checkpoint appears in one ``os.replace``, so it is complete or absent; an incomplete
+    ``step_*`` directory is one whose deletion was cut short (e.g. by a run killed while pruning
+    with an older jepalab) or that was damaged by hand, and it cannot be resumed from.
+    """
+    p = Path(path)
+    return all((p / f).is_file() for f in (STATE_FILE, MODEL_FILE, OPTIMIZER_FILE))
+
+
 def list_checkpoints(run_dir: str | os.PathLike) -> list[Path]:
-    """Complete checkpoint directories of a run, oldest first (temp dirs are ignored)."""
+    """Complete checkpoint directories of a run, oldest first (temp, trash and incomplete
+    directories are ignored)."""
     d = Path(run_dir) / CHECKPOINT_DIR
     if not d.is_dir():
         return []
-    found = [(int(m.group(1)), p) for p in d.iterdir() if p.is_dir() and (m := _NAME_RE.match(p.name))]
+    found = [(int(m.group(1)), p) for p in d.iterdir()
+             if p.is_dir() and (m := _NAME_RE.match(p.name)) and is_complete(p)]
     return [p for _, p in sorted(found)]
 
 
@@ -99,16 +112,27 @@ def capture_rng() -> dict[str, Any]:
     return state
 
 
-def restore_rng(state: dict[str, Any]) -> None:
-    """Inverse of :func:`capture_rng` (CUDA states only if the same number of GPUs is visible)."""
+def restore_rng(state: dict[str, Any]) -> list[str]:
+    """Inverse of :func:`capture_rng`; returns what could not be restored, in words (empty when
+    everything was), so that the caller can say that the continuation is not bit-exact.
+
+    CUDA states are restored for the GPUs present both in the checkpoint and here; a checkpoint
+    written with more (or any) GPUs than this machine shows is reported, not silently skipped.
+    """
     v, keys, gauss = state["python"]
     random.setstate((v, tuple(keys), gauss))
     kind, keys, pos, has_gauss, cached = state["numpy"]
     np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(_unb64(state["torch"]))
-    cuda = state.get("cuda")
-    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all([_unb64(s) for s in cuda])
+    cuda = state.get("cuda") or []
+    here = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if cuda and here:
+        for i, s in enumerate(cuda[:here]):
+            torch.cuda.set_rng_state(_unb64(s), i)
+    if len(cuda) > here:
+        return [f"the CUDA generator states of {len(cuda)} GPU(s) were saved but {here} GPU(s) are visible here, "
+                f"so {len(cuda) - here} could not be restored"]
+    return []
 
 
 # --- optimizer state <-> flat tensors -----------------------------------------------------------
@@ -209,8 +233,49 @@ def save_checkpoint(
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     for old in list_checkpoints(run_dir)[:-keep_last]:
-        shutil.rmtree(old, ignore_errors=True)
+        _delete_dir(old)
     return final
+
+
+def _delete_dir(path: Path) -> None:
+    """Delete a checkpoint directory so that no kill leaves a half-deleted ``step_*`` behind: it
+    is first renamed (atomically) to a ``.trash-*`` name that nothing lists, then removed; a
+    leftover ``.trash-*`` is cleared by :func:`remove_stale_temp_dirs`."""
+    trash = path.with_name(f".trash-{path.name}-{os.getpid()}")
+    try:
+        os.replace(path, trash)
+    except FileNotFoundError:
+        return
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def set_aside(run_dir: str | os.PathLike, from_step: int, label: str = "diverged") -> list[Path]:
+    """Rename every checkpoint of ``step >= from_step`` to ``{label}-step_XXXXXXX`` (kept for
+    inspection, but no longer listed, counted or resumed from) and point ``latest`` at the newest
+    checkpoint left, or remove the pointer if none is left. Returns the new paths.
+
+    Why: after a divergence at step ``s``, checkpoint ``step_s`` holds exactly the weights whose
+    forward pass diverged; resuming from it, whatever the new settings, repeats the divergence.
+    """
+    ckdir = Path(run_dir) / CHECKPOINT_DIR
+    moved = []
+    for p in list_checkpoints(run_dir):
+        if int(_NAME_RE.match(p.name).group(1)) < from_step:
+            continue
+        dest, n = ckdir / f"{label}-{p.name}", 1
+        while dest.exists():
+            n += 1
+            dest = ckdir / f"{label}-{p.name}.{n}"
+        os.replace(p, dest)
+        moved.append(dest)
+    if moved:
+        left = list_checkpoints(run_dir)
+        if left:
+            write_bytes_atomic(ckdir / LATEST_FILE, left[-1].name.encode())
+        else:
+            (ckdir / LATEST_FILE).unlink(missing_ok=True)
+        _fsync_dir(ckdir)
+    return moved
 
 
 def _fsync_dir(d: Path) -> None:
@@ -227,9 +292,10 @@ def _fsync_dir(d: Path) -> None:
 
 
 def remove_stale_temp_dirs(run_dir: str | os.PathLike) -> int:
-    """Delete half-written ``.tmp-*`` checkpoint dirs left by a killed process; return how many."""
+    """Delete half-written ``.tmp-*`` and half-deleted ``.old-*``/``.trash-*`` checkpoint dirs left
+    by a killed process; return how many."""
     d = Path(run_dir) / CHECKPOINT_DIR
-    stale = [p for p in d.glob(".tmp-*") if p.is_dir()] + [p for p in d.glob(".old-*") if p.is_dir()]
+    stale = [p for pat in (".tmp-*", ".old-*", ".trash-*") for p in d.glob(pat) if p.is_dir()]
     for p in stale:
         shutil.rmtree(p, ignore_errors=True)
     return len(stale)

@@ -19,6 +19,7 @@ from typing import Any
 
 from jepalab import __version__
 from jepalab.errors import CheckpointError, ConfigError, JepalabError
+from jepalab.threads import add_threads_argument, configure_threads
 
 EXAMPLES = """\
 examples:
@@ -32,6 +33,8 @@ examples:
   jepalab collect pusht --policy expert --episodes 20 --out runs/data/pusht   record episodes
 
 outputs go under runs/ unless told otherwise. set JEPALAB_DEBUG=1 to see full tracebacks.
+CPU threads: --threads N or JEPALAB_THREADS=N (default: the usable CPUs; idle threads sleep,
+OMP_WAIT_POLICY=PASSIVE, unless you set OMP_* yourself).
 """
 
 
@@ -41,6 +44,7 @@ def _add_override_args(p: argparse.ArgumentParser) -> None:
                         "--set model.embed_dim=64 (repeatable; values are read as YAML)")
     p.add_argument("--device", default=None,
                    help="where to train: cpu, cuda, mps or auto (same as --set train.device=D)")
+    add_threads_argument(p)
 
 
 def _overrides(args: argparse.Namespace) -> list[str]:
@@ -294,6 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "LeJEPA, VICReg, Barlow Twins, world models) from small YAML configs.",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"jepalab {__version__}")
+    add_threads_argument(parser, top_level=True)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("train", help="train a model from a YAML experiment config",
@@ -308,7 +313,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("resume", help="continue a run from its newest checkpoint",
                        description="Continue training in RUN_DIR with the config saved there. "
-                                   "--set train.steps=N extends a finished run to N steps.")
+                                   "--set train.steps=N extends a finished run to N steps.",
+                       epilog="examples (a run of configs/ijepa_tiny.yaml):\n"
+                              "  jepalab resume runs/ijepa-tiny                        continue after a kill or Ctrl-C\n"
+                              "  jepalab resume runs/ijepa-tiny --set train.steps=600  extend it to 600 steps",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run_dir", metavar="RUN_DIR", help="a directory written by `jepalab train`")
     _add_override_args(p)
     p.set_defaults(func=cmd_resume)
@@ -383,12 +392,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``jepalab`` console script; returns the process exit code."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if getattr(args, "func", None) is None:
-        parser.print_help()
-        return 1
     try:
+        configure_threads()  # defaults in the environment before any module imports torch
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if getattr(args, "func", None) is None:
+            parser.print_help()
+            return 1
+        if args.cpu_threads is not None:
+            configure_threads(args.cpu_threads)
         return int(args.func(args) or 0)
     except JepalabError as e:
         if os.environ.get("JEPALAB_DEBUG") == "1":

@@ -33,3 +33,7 @@ class DataError(JepalabError, ValueError):
 
 class MissingDependencyError(JepalabError, ImportError):
     """An optional package (an environment, TensorBoard, ...) is needed but not installed."""
+
+
+class RunBusyError(JepalabError):
+    """Another live process is writing the same run directory (see ``jepalab.trainer.lock``)."""

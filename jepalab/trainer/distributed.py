@@ -70,6 +70,15 @@ class DistContext:
             t /= self.world_size
         return t
 
+    def all_true(self, ok: bool) -> bool:
+        """Whether ``ok`` holds on every rank: lets one rank's refusal (e.g. rank 0 finding the
+        run directory locked) stop all of them instead of leaving the others at a barrier."""
+        if self.world_size == 1:
+            return ok
+        t = torch.tensor([1 if ok else 0], device=self.device)
+        dist.all_reduce(t, op=dist.ReduceOp.MIN)
+        return bool(t.item())
+
     def close(self) -> None:
         """Destroy the process group if this context created it."""
         if self.owns_group and dist.is_initialized():

@@ -17,28 +17,24 @@ import math
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import Tensor, nn
 
-from jepalab.checkpoint import (
-    capture_rng,
-    latest_checkpoint,
-    list_checkpoints,
-    load_checkpoint,
-    remove_stale_temp_dirs,
-    restore_rng,
-    save_checkpoint,
-)
+from jepalab.checkpoint import capture_rng, list_checkpoints, remove_stale_temp_dirs, save_checkpoint
 from jepalab.draws import attach as attach_draws
-from jepalab.errors import CheckpointError, ConfigError, DataError, TrainingDivergedError
+from jepalab.errors import ConfigError, DataError, RunBusyError
 from jepalab.recipes.base import Recipe
 from jepalab.runlog import RunLog
 from jepalab.trainer.batchnorm import restore_batchnorm, use_global_batchnorm
 from jepalab.trainer.compile import check_compile_available, compile_failure, compile_model, uncompile_model
 from jepalab.trainer.config import TrainConfig, lr_at, param_groups, step_seed
 from jepalab.trainer.distributed import DistContext, setup_distributed
+from jepalab.trainer.guard import diverged_error, exploded_error, retire_after_divergence, weight_limit, weight_problem
+from jepalab.trainer.lock import RunLock
+from jepalab.trainer.monitor import monitor_step, rank_reference
+from jepalab.trainer.resume import Resumed, restore
 
 
 def _amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
@@ -102,19 +98,6 @@ def _scalars(out: Any, step: int) -> tuple[Tensor, dict[str, Tensor]]:
     return out["loss"], extra
 
 
-def _plain(v: Any) -> Any:
-    """A config value as it reads back from state.json (tuples become lists)."""
-    return list(v) if isinstance(v, tuple) else v
-
-
-def _first_difference(saved: list[list[str]], current: list[list[str]]) -> str:
-    a, b = {n for g in saved for n in g}, {n for g in current for n in g}
-    only_saved, only_now = sorted(a - b)[:1], sorted(b - a)[:1]
-    if only_saved or only_now:
-        return f"checkpoint has {only_saved or '-'}, model has {only_now or '-'}"
-    return "same names in another weight-decay grouping or order"
-
-
 def _ddp_forward(runner: nn.Module, batch: dict[str, Any], step: int) -> Any:
     """DDP forward that turns its 'parameters did not receive grad' error into advice."""
     try:
@@ -139,26 +122,6 @@ def _grad_norm(params: list[nn.Parameter], clip: float) -> Tensor:
     return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads]))
 
 
-def _monitor(emb: Any, log: RunLog, step: int, was_collapsed: bool) -> tuple[dict[str, Any], bool]:
-    """Collapse statistics of the recipe's ``embeddings`` (``jepalab.eval.monitors``)."""
-    if not torch.is_tensor(emb) or emb.ndim < 2 or emb.shape[0] < 2:
-        return {}, was_collapsed
-    from jepalab.eval.monitors import collapse_stats
-
-    s = collapse_stats(emb.detach().float().cpu())
-    collapsed = bool(s["collapsed"])
-    if collapsed and not was_collapsed:
-        log.event(
-            "collapse",
-            f"embeddings look collapsed at step {step} (effective rank {s['rank']:.2f}, normalized std "
-            f"{s['std']:.4f} vs ~{s.get('std_ref', float('nan')):.4f} for isotropic): check the EMA momentum, "
-            "the regularizer weight or lower the lr.",
-            level=logging.WARNING,
-            step=step,
-        )
-    return {"monitor/rank": float(s["rank"]), "monitor/std": float(s["std"]), "monitor/collapsed": collapsed}, collapsed
-
-
 def train(
     model: Recipe,
     source: Any,
@@ -167,6 +130,7 @@ def train(
     seed: int = 0,
     resume: bool = False,
     experiment: dict[str, Any] | None = None,
+    before_write: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
     """Train ``model`` on ``source`` for ``cfg.steps`` optimizer steps; return the final metrics.
 
@@ -175,6 +139,12 @@ def train(
     ``run_dir`` bit-exactly (or starts fresh, saying so, if there is none). Under ``torchrun``
     (``WORLD_SIZE>1``) it runs DDP; only rank 0 writes logs and checkpoints. ``experiment`` (the
     full experiment config) is stored in every checkpoint for reproducibility.
+
+    One process at a time may write ``run_dir`` (``jepalab.trainer.lock``: a second one gets
+    :class:`~jepalab.errors.RunBusyError`). ``before_write`` is called once, on rank 0, after the
+    lock is held and the checkpoint to resume from has been loaded and checked, before anything
+    is written: the place to record the run's config, so that a refused or failed start leaves
+    the run directory as it was.
     """
     if not isinstance(model, Recipe):
         raise ConfigError(f"train() needs a jepalab Recipe, got {type(model).__name__}; subclass jepalab.recipes.base.Recipe.")
@@ -186,14 +156,34 @@ def train(
         raise DataError(f"source {type(source).__name__} has no batch(step, batch_size, rank, world_size) method.")
     dist_ctx = setup_distributed(cfg.device)
     try:
-        return _run(model, source, cfg, Path(run_dir), seed, resume, experiment, dist_ctx)
+        lock = _lock(Path(run_dir), dist_ctx, "resume" if resume else "train")
+        try:
+            return _run(model, source, cfg, Path(run_dir), seed, resume, experiment, dist_ctx, before_write)
+        finally:
+            if lock is not None:
+                lock.release()
     finally:
         dist_ctx.close()
 
 
+def _lock(run_dir: Path, dc: DistContext, command: str) -> RunLock | None:
+    """Rank 0 locks the run directory; every rank stops if it could not."""
+    lock, err = None, None
+    if dc.rank == 0:
+        try:
+            lock = RunLock(run_dir, command).acquire()
+        except RunBusyError as e:
+            err = e
+    if not dc.all_true(err is None):
+        if lock is not None:
+            lock.release()
+        raise err or RunBusyError(f"{run_dir} is in use by another process (rank 0 could not lock it).")
+    return lock
+
+
 def _run(
     model: Recipe, source: Any, cfg: TrainConfig, run_dir: Path, seed: int, resume: bool,
-    experiment: dict[str, Any] | None, dc: DistContext,
+    experiment: dict[str, Any] | None, dc: DistContext, before_write: Callable[[], None] | None,
 ) -> dict[str, Any]:
     rank, world, device = dc.rank, dc.world_size, dc.device
     if cfg.batch_size % (world * cfg.accum_steps):
@@ -210,44 +200,37 @@ def _run(
     opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
     scaler = torch.amp.GradScaler("cuda") if amp == torch.float16 else None
 
-    start, elapsed0, last_metrics, resumed_from, changed = 0, 0.0, {}, None, {}
-    if resume:
-        ckpt = latest_checkpoint(run_dir)
-        if ckpt is not None:
-            state = load_checkpoint(ckpt, model, opt, device)
-            restore_rng(state["rng"])
-            if scaler is not None and state.get("scaler"):
-                scaler.load_state_dict(state["scaler"])
-            if state.get("param_names") not in (None, group_names):
-                raise CheckpointError(
-                    f"{ckpt} was written for other trainable parameters (e.g. "
-                    f"{_first_difference(state['param_names'], group_names)}): resume with the same model config."
-                )
-            start, elapsed0 = state["step"], float(state.get("elapsed", 0.0))
-            last_metrics, resumed_from = state.get("metrics", {}), ckpt
-            changed = {k: (v, getattr(cfg, k, None)) for k, v in (state.get("config") or {}).items()
-                       if _plain(getattr(cfg, k, None)) != v}
-            if state.get("seed") not in (None, seed):
-                changed["seed"] = (state["seed"], seed)
+    res = Resumed()
+    if resume:  # checks that it fits, loads it, and says what is not exact (jepalab.trainer.resume)
+        res = restore(run_dir, model, opt, scaler, cfg, seed, group_names, world, device)
     elif list_checkpoints(run_dir):
         raise ConfigError(
-            f"{run_dir} already holds checkpoints; pass resume=True (CLI: --resume) to continue that run, "
-            "or choose a new run directory."
+            f"{run_dir} already holds checkpoints; pass resume=True (CLI: `jepalab resume {run_dir}`) to "
+            "continue that run, or choose a new run directory."
         )
+    if res.weight_limit is None:  # the explosion bound, relative to the run's initial weights
+        res.weight_limit = weight_limit(model)
     dc.barrier()  # every rank has read the checkpoint before rank 0 may write a new one
+    if rank == 0 and before_write is not None:
+        before_write()
+    start = res.start
     log = RunLog(run_dir, total_steps=cfg.steps, start_step=start, enabled=rank == 0, progress=cfg.progress)
     compiled: list[str] = []
     bn_swaps = use_global_batchnorm(model) if world > 1 else []  # BatchNorm statistics over all ranks
     try:
         if rank == 0:
             remove_stale_temp_dirs(run_dir)
-            if resumed_from is not None:
-                log.event("resume", f"resuming from {resumed_from} at step {start}", step=start)
+            if res.path is not None:
+                log.event("resume", f"resuming from {res.path} at step {start}", step=start)
             elif resume:
                 log.event("resume", f"no checkpoint in {run_dir}: starting from step 0", step=0)
-            if changed:  # allowed (e.g. more steps, another lr), but the run is no longer one recipe
+            if res.changed:  # allowed (e.g. more steps, another lr), but the run is no longer one recipe
                 log.event("config_changed", "resumed with different settings: " + ", ".join(
-                    f"{k} {a!r} -> {b!r}" for k, (a, b) in changed.items()), level=logging.WARNING)
+                    f"{k} {a!r} -> {b!r}" for k, (a, b) in res.changed.items()), level=logging.WARNING)
+            if res.not_exact:  # allowed, but it must not pass for a bit-exact continuation
+                log.event("not_bit_exact", f"resuming from {res.path} does not repeat the uninterrupted run "
+                          f"bit-exactly: {'; '.join(res.not_exact)}. Resume with the same number of processes "
+                          "and GPUs to continue it exactly.", level=logging.WARNING, step=start)
             log.event("start", f"training {type(model).__name__} for {cfg.steps} steps on {device} x{world}",
                       device=str(device), world_size=world, amp=str(amp), config=dataclasses.asdict(cfg))
         if cfg.compile:  # in place, before DDP wraps it: state_dict keys stay those of the eager model
@@ -262,7 +245,7 @@ def _run(
             )
             runner = ddp
         return _loop(model, source, cfg, run_dir, seed, experiment, dc, log, runner, ddp, opt, scaler,
-                     params, group_names, amp, start, elapsed0, last_metrics)
+                     params, group_names, amp, res)
     finally:
         uncompile_model(model, compiled)  # the returned model runs eagerly (no recompiles for eval/no_grad)
         restore_batchnorm(bn_swaps)
@@ -288,9 +271,10 @@ def _loop(
     model: Recipe, source: Any, cfg: TrainConfig, run_dir: Path, seed: int, experiment: dict[str, Any] | None,
     dc: DistContext, log: RunLog, runner: nn.Module, ddp: nn.Module | None, opt: torch.optim.Optimizer,
     scaler: Any, params: list[nn.Parameter], group_names: list[list[str]], amp: torch.dtype | None,
-    start: int, elapsed0: float, metrics: dict[str, Any],
+    res: Resumed,
 ) -> dict[str, Any]:
     rank, world, device = dc.rank, dc.world_size, dc.device
+    start, elapsed0, metrics = res.start, res.elapsed, res.metrics
     k = cfg.accum_steps
     rows = cfg.batch_size // world
     t0 = time.perf_counter()
@@ -320,6 +304,8 @@ def _loop(
             for name, v in extra.items():
                 extra_sum[name] = extra_sum.get(name, 0) + v / k
             emb = out.get("embeddings", emb)
+        if step == 0 and rank == 0 and cfg.monitor_every > 0 and res.monitor_ref is None:
+            res.monitor_ref = rank_reference(emb)  # the run's own start, for the relative collapse test
         if world > 1:  # global mean loss for logging; a NaN on any rank reaches every rank
             dc.all_reduce_mean(loss_sum)
         if scaler is not None:
@@ -327,15 +313,10 @@ def _loop(
         gnorm = _grad_norm(params, cfg.grad_clip)
         loss_v, gnorm_v = float(loss_sum), float(gnorm)
         if not math.isfinite(loss_v) or (scaler is None and not math.isfinite(gnorm_v)):
-            ckpts = list_checkpoints(run_dir)
-            last = f"The last good checkpoint, {ckpts[-1]}, is intact." if ckpts else "No checkpoint was written yet."
+            # checkpoint step_<step> holds the weights whose forward pass this was: set it aside
+            advice = retire_after_divergence(run_dir, step) if rank == 0 else ""
             log.event("diverged", f"loss={loss_v} grad_norm={gnorm_v} at step {step}", level=logging.ERROR, step=step)
-            raise TrainingDivergedError(
-                f"Training diverged at step {step} (0-based, as passed to training_step): loss={loss_v}, grad_norm={gnorm_v}. Likely causes: learning "
-                f"rate too high (lr={cfg.lr:g}: try 3-10x lower or a longer warmup), no gradient clipping "
-                f"(grad_clip={cfg.grad_clip:g}: try 1.0), fp16 overflow (amp={cfg.amp}: try 'bf16' or 'off'), or "
-                f"NaN/Inf in the input data. {last} Fix the config and resume with resume=True."
-            )
+            raise diverged_error(step, loss_v, gnorm_v, cfg, run_dir, advice)
         if scaler is not None:
             scaler.step(opt)
             scaler.update()
@@ -360,17 +341,25 @@ def _loop(
             }
             t_last, step_last = now, done
             if is_mon and rank == 0:
-                mon, collapsed = _monitor(emb, log, done, collapsed)
+                mon, collapsed = monitor_step(emb, log, done, collapsed, res.monitor_ref)
                 metrics.update(mon)
             log.metrics(metrics)
 
         if (cfg.checkpoint_every and done % cfg.checkpoint_every == 0) or done == cfg.steps:
+            problem = weight_problem(model, res.weight_limit)  # same weights on every rank: same answer
+            if problem:  # never save weights that cannot be resumed from
+                advice = retire_after_divergence(run_dir, done) if rank == 0 else ""
+                log.event("diverged", f"weights unusable after step {step}: {problem}", level=logging.ERROR, step=done)
+                raise exploded_error(step, problem, cfg, run_dir, advice)
             dc.barrier()
             if rank == 0:
                 state = {
                     "config": dataclasses.asdict(cfg),
                     "seed": seed,
                     "world_size": world,
+                    "device": device.type,
+                    "weight_limit": res.weight_limit,
+                    "monitor_ref": res.monitor_ref,
                     "scheduler": {"kind": "warmup_cosine", "last_lr": lr,
                                   "next_lr": lr_at(done, cfg) if done < cfg.steps else None},
                     "data": {"next_step": done, "global_batch": cfg.batch_size},
