@@ -10,6 +10,8 @@ a killed process leaves either a complete checkpoint or none)::
                                     /optimizer.safetensors  optimizer state tensors
                                     /state.json             step, config, RNG, sizes + sha256
     run_dir/checkpoints/latest                               name of the newest checkpoint
+    run_dir/checkpoints/diverged-step_0000200/               set aside after a divergence (kept,
+                                                            never listed or resumed from)
 
 ``state.json`` records the size and SHA-256 of both tensor files, so truncation or bit rot is
 reported as a ``CheckpointError`` that names the file instead of silently loading bad weights.

@@ -195,10 +195,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
     """Probe a finished run's frozen features (and a random-init twin), write eval.json, print."""
     from jepalab.eval.evaluate import EVAL_FILE, evaluate_run, format_table
 
+    from jepalab.trainer.lock import RunLock
+
     probes = [p for item in args.probes for p in item.split(",") if p]
-    result = evaluate_run(args.run_dir, probes=probes, split=args.split,
-                          baseline=None if args.no_baseline else "random", device=args.device,
-                          state_columns=args.state_columns, max_train=args.max_train, max_test=args.max_test)
+    with RunLock(args.run_dir, "eval"):  # not while a train/resume is still writing the run
+        result = evaluate_run(args.run_dir, probes=probes, split=args.split,
+                              baseline=None if args.no_baseline else "random", device=args.device,
+                              state_columns=args.state_columns, max_train=args.max_train, max_test=args.max_test)
     if args.json:
         print(json.dumps(result, indent=2))
         for w in result.get("warnings", []):

@@ -128,6 +128,15 @@ def test_pid_file_locks_where_the_os_has_no_file_locks(tmp_path: Path, monkeypat
     assert not path.exists()
 
 
+def test_eval_is_refused_while_a_run_is_being_written(tmp_path: Path, capsys) -> None:
+    run = tmp_path / "run"
+    assert main(["train", str(_config(tmp_path)), "--run-dir", str(run)]) == 0
+    with RunLock(run, "train"):  # stands for a `jepalab resume` still running
+        assert main(["eval", str(run), "--no-baseline", "--probes", "linear"]) == 2
+        assert "in use by `jepalab train`" in capsys.readouterr().err
+    assert not (run / "eval.json").exists()
+
+
 def test_refused_start_leaves_no_empty_run_dir(tmp_path: Path) -> None:
     from conftest import TinySource, make_model
 
