@@ -3,8 +3,9 @@
 Why parallel: stepping and rendering a real environment costs milliseconds per frame (dm_control
 renders through OpenGL, Push-T through pygame), so one core limits a dataset of thousands of
 episodes. ``workers=N`` runs N copies of the env in worker processes through
-``gymnasium.vector.AsyncVectorEnv`` (each copy a :class:`~jepalab.data.envs.gym_view.GymEnv`),
-and the policies in this process. Episode ``i`` is still recorded with env seed
+``gymnasium.vector.AsyncVectorEnv`` (each copy a :class:`~jepalab.data.envs.gym_view.GymEnv`,
+in a freshly spawned interpreter, which costs a few seconds of start-up per worker), and the
+policies in this process. Episode ``i`` is still recorded with env seed
 ``_episode_seed(seed, i)`` and its own policy, and each copy runs the very same wrapper code, so
 the directory holds the same arrays as a serial run; only the order in which files appear differs.
 
@@ -64,11 +65,15 @@ def record_episode(env: Any, policy: Any, seed: int, max_steps: int) -> dict[str
     return _to_episode(frames, proprio, state, actions, rewards, success, env.action_dim)
 
 
-def _worker_env(spec: dict[str, Any]) -> Any:
-    """Build the env of ``spec`` in a worker process (one torch thread: frames are tiny)."""
-    from jepalab.data.envs import make_env
+def _worker_env(spec: dict[str, Any], factory: Any = None) -> Any:
+    """Build the env of ``spec`` in a worker process (one torch thread: frames are tiny).
+    ``factory``: the registered factory of ``spec["name"]``, registered again here (workers are
+    fresh interpreters that never ran the user's ``register`` call)."""
+    from jepalab.data.envs import make_env, register
 
     torch.set_num_threads(1)
+    if factory is not None:
+        register(spec["name"], factory, overwrite=True)
     return make_env(**spec)
 
 
@@ -97,9 +102,13 @@ def _record_parallel(spec: dict[str, Any], env: Any, policy: str, policy_kwargs:
     from jepalab.data.envs.gym_view import GymEnv
     from jepalab.data.policies import make_policy
 
+    from jepalab.data.envs import _REGISTRY
+
     n = min(workers, len(todo))
-    make = functools.partial(_worker_env, spec)
-    venv = AsyncVectorEnv([functools.partial(GymEnv, make) for _ in range(n)],
+    make = functools.partial(_worker_env, spec, _REGISTRY.get(spec["name"]))
+    # "spawn": fresh workers. Forked ones inherit the locks of this process's threads (MuJoCo,
+    # OpenMP) and can hang on the first render; a factory travels by cloudpickle.
+    venv = AsyncVectorEnv([functools.partial(GymEnv, make) for _ in range(n)], context="spawn",
                           autoreset_mode=AutoresetMode.DISABLED)
     queue, slots = list(todo), [None] * n
     obs_b: dict[str, np.ndarray] = {}
