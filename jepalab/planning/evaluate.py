@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from jepalab.errors import ConfigError, DataError, ShapeError
+from jepalab.planning.failures import CAUSES as FAILURE_CAUSES
 from jepalab.planning.base import Planner
 
 PLANNERS = ("cem", "mppi", "gradient")
@@ -184,7 +185,7 @@ def run_goal_episode(env: Any, task: dict[str, Any], act: Any, budget: int = 50,
         success, dist = state_success(env, obs["state"].numpy(), task["goal_state"])
         if done:
             break
-    return {"success": bool(success), "steps": steps, "final_distance": dist, "frames": frames}
+    return {"success": bool(success), "steps": steps, "final_distance": dist, "frames": frames, "final_obs": obs}
 
 
 def plan_flops(planner: Planner, z: Tensor, goal: Tensor) -> int:
@@ -203,13 +204,20 @@ def evaluate_planning(model: Any, env_name: str, dataset_dir: str | os.PathLike,
                       goal_offset: int = 25, budget: int = 50, planner: str = "cem",
                       planner_kwargs: dict[str, Any] | None = None, test_every: int = 10, seed: int = 0,
                       baseline: bool = True, out: str | os.PathLike | None = None,
-                      progress: bool = False) -> dict[str, Any]:
+                      progress: bool = False, diagnose: bool = True) -> dict[str, Any]:
     """Plan toward ``episodes`` held-out goals; success rate, time and FLOPs per plan (+ a random-
     action baseline on the same tasks). Writes the result as JSON to ``out`` when given.
 
     ``model``: a ``WorldModel`` (or anything with ``encode``, ``rollout``, ``config``).
     Returns ``dict(env, planner, episodes, success_rate, successes, random_success_rate,
-    mean_steps, s_per_plan, plans, flops_per_plan, per_episode=[...])``.
+    mean_steps, s_per_plan, plans, flops_per_plan, failure_causes, cost_gap, per_episode=[...])``.
+
+    ``diagnose``: each failed goal is classified as a ``search``, ``model``, ``cost`` or
+    ``replanning`` failure (:mod:`jepalab.planning.failures`), counted in ``failure_causes``.
+    ``cost_gap``: the mean over goals of the closest the agent really came to the goal embedding
+    (``reached_cost``, in the planner's distance) minus what the first plan expected
+    (``expected_cost``): near 0 when the planner gets what it imagines; large when it exploits
+    model errors.
     """
     from jepalab.data.envs import make_env_from_meta
     from jepalab.data.trajectories import read_meta
@@ -249,6 +257,15 @@ def evaluate_planning(model: Any, env_name: str, dataset_dir: str | os.PathLike,
                    "steps": res["steps"], "final_distance": res["final_distance"], "plans": len(ctrl.plan_times),
                    "wall_s": time.perf_counter() - t0}
             plan_times += ctrl.plan_times
+            if ctrl.costs:
+                reached = ctrl.goal_distances + [ctrl.distance(ctrl.encode_fn(res["final_obs"]))]
+                row["expected_cost"], row["reached_cost"] = ctrl.costs[0], min(reached)
+            if diagnose and not res["success"]:
+                from jepalab.data.trajectories import load_episode
+                from jepalab.planning.failures import classify_failure
+
+                acts = load_episode(dataset_dir, task["episode"])["actions"]
+                row["failure"] = classify_failure(model, pl, env, task, acts, ctrl.encode_fn, ctrl.goal)
             if baseline:
                 rng = np.random.default_rng(seed * 100003 + i)
                 rnd = run_goal_episode(env, task, lambda _o: rng.uniform(-1, 1, env.action_dim).astype(np.float32),
@@ -274,7 +291,11 @@ def evaluate_planning(model: Any, env_name: str, dataset_dir: str | os.PathLike,
         "mean_steps": float(np.mean([r["steps"] for r in rows])), "plans": len(plan_times),
         "s_per_plan": s_plan, "flops_per_plan": flops,
         "gflops_per_s": (flops / s_plan / 1e9) if flops and plan_times else None,
-        "threads": torch.get_num_threads(), "per_episode": rows,
+        "threads": torch.get_num_threads(),
+        "failure_causes": {c: sum(r.get("failure", {}).get("cause") == c for r in rows) for c in FAILURE_CAUSES},
+        "cost_gap": (float(np.mean([r["reached_cost"] - r["expected_cost"] for r in rows if "expected_cost" in r]))
+                     if any("expected_cost" in r for r in rows) else None),
+        "per_episode": rows,
     }
     if out is not None:
         path = Path(out)

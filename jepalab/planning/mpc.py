@@ -21,6 +21,7 @@ from torch import Tensor
 
 from jepalab.errors import ConfigError, ShapeError
 from jepalab.planning.base import Planner
+from jepalab.planning.cost import latent_cost
 
 EncodeFn = Callable[[Any], Tensor]
 
@@ -56,6 +57,7 @@ class MPCController:
         self.goal: Tensor | None = None
         self.costs: list[float] = []
         self.plan_times: list[float] = []
+        self.goal_distances: list[float] = []  # planning-cost distance of each observed model step to the goal
         self._queue: deque[Tensor] = deque()
         self._z: deque[Tensor] = deque(maxlen=history)
         self._a: deque[Tensor] = deque(maxlen=max(history - 1, 1))
@@ -80,7 +82,7 @@ class MPCController:
             )
         self.goal = self._embed(goal_obs)
         self.planner.reset()
-        self.costs, self.plan_times = [], []
+        self.costs, self.plan_times, self.goal_distances = [], [], []
         self._queue.clear(), self._z.clear(), self._a.clear()
         self._since_plan, self._done_latent, self._partial = 0, 0, []
 
@@ -89,7 +91,9 @@ class MPCController:
         if self.goal is None:
             raise ConfigError("Call controller.reset(goal_obs) before act(obs).")
         if not self._partial:  # at a model-step boundary: record the embedding
-            self._z.append(self._embed(obs))
+            z = self._embed(obs)
+            self._z.append(z)
+            self.goal_distances.append(self.distance(z))
             if not self._queue or self._since_plan >= self.replan_every:
                 self._replan()
             latent = self._queue.popleft()
@@ -99,6 +103,11 @@ class MPCController:
             self._partial = list(latent.reshape(self.chunk, -1).unbind(0))
         self._since_plan += 1
         return self._partial.pop(0).detach().cpu().numpy().astype(np.float32)
+
+    def distance(self, z: Tensor) -> float:
+        """The planner's cost kind between one embedding ``(D,)`` and the goal: what a plan's
+        expected cost is compared with once the agent is really there."""
+        return float(latent_cost(z.reshape(1, 1, -1), self.goal[None], self.planner.cost_kind, reduce="last")[0])
 
     def _replan(self) -> None:
         z_hist = torch.stack(list(self._z)).unsqueeze(0)  # (1, k, D)
