@@ -82,6 +82,13 @@ def test_plan_checks_out_before_loading_or_planning(tmp_path: Path, capsys: pyte
     assert code == 2 and "--out" in err and "is a file" in err
 
 
+def test_demo_checks_out_before_training(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    code, err = run_cli(capsys, "demo", "--quick", "--out", str(blocker / "demo"))
+    assert code == 2 and "--out" in err and "is a file" in err
+
+
 def test_collect_rejects_unknown_env_option_and_writes_nothing(tmp_path: Path,
                                                                capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "data"

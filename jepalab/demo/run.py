@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from jepalab.errors import ConfigError
+from jepalab.preflight import check_writable_dir
 
 from .models import SIZE_SETTINGS, build_decoder, build_models, load_demo_experiment, n_params, z_config
 
@@ -102,6 +103,7 @@ def _run(exp: Any, size: str, dev: torch.device, out_dir: str | None, z_kind: st
     s = SIZE_SETTINGS[size]
     variant, seed, k = exp.data.variant, exp.seed, exp.model.context_frames
     out = Path(out_dir) if out_dir else Path("runs") / f"demo-{variant}{'-quick' if size == 'quick' else ''}"
+    check_writable_dir(out, "--out")  # a file or read-only place fails here, not as an OSError
     out.mkdir(parents=True, exist_ok=True)
     t0, load0 = time.time(), _load_average()
     _, train_src = build(exp)
