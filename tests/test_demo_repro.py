@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -96,3 +97,51 @@ def test_two_runs_with_one_seed_write_identical_results(tmp_path):
     res = json.loads(a)
     assert res["steps"] == 5 and res["config"]["train"]["steps"] == 5 and res["seed"] == 0
     assert set(TIMING_FIELDS) <= set(json.loads((tmp_path / "a" / "results.json").read_text()))
+
+
+# --- the README's demo figures come from the committed results file ------------------------------
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results" / "demo_stochastic.json"
+#: Numbers the README's demo section may state that are settings, not measurements.
+SETTINGS_IN_PROSE = {"1e-3": "the fixed ridge of the probe", "0.9": "the stated target of the probe"}
+
+
+def _demo_section() -> str:
+    text = (ROOT / "README.md").read_text()
+    start = text.index("### The main job: `jepalab demo`")
+    return text[start:text.index("\n### ", start + 1)]
+
+
+def _renderings(obj) -> set[str]:
+    """Every way the README may print a number of the results file: as is, with thousands
+    separators, rounded to 0-3 decimals, as a percentage, or a duration in seconds/minutes."""
+    out: set[str] = set()
+    if isinstance(obj, dict):
+        for v in obj.values():
+            out |= _renderings(v)
+    elif isinstance(obj, list):
+        for v in obj:
+            out |= _renderings(v)
+    elif isinstance(obj, (int, float)) and not isinstance(obj, bool):
+        v = float(obj)
+        out |= {f"{v:.{d}f}" for d in range(4)} | {f"{v:,.0f}", f"{100 * v:.0f}%", f"{100 * v:.0f}"}
+        out |= {f"{int(v // 60)} min {round(v % 60):02d} s", f"{v:.0f} s"}
+    return out
+
+
+def test_readme_demo_numbers_come_from_the_committed_results():
+    res = json.loads(RESULTS.read_text())
+    assert res["command"] == "jepalab demo" and res["size"] == "small" and res["variant"] == "stochastic"
+    raw = yaml.safe_load(DEFAULT_CONFIG.read_text())  # the file was made from today's configs/demo.yaml
+    for section in ("model", "data", "train"):
+        for key, value in raw[section].items():
+            rec = res["config"][section][key]
+            assert rec == value, \
+                f"{RESULTS.name} was made with {section}.{key}={rec}, configs/demo.yaml now says {value}: rerun"
+    section = _demo_section()
+    prose = re.sub(r"`[^`]*`", "", section)  # commands and paths are not figures
+    allowed = _renderings(res) | set(SETTINGS_IN_PROSE) | {str(res["seed"])}
+    found = re.findall(r"(?<![\w.])[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:e-?\d+)?%?(?: min \d\d s)?", prose)
+    unbacked = [n for n in found if n.lstrip("+") not in allowed and n.lstrip("+-") not in allowed]
+    assert not unbacked, f"README demo numbers not in {RESULTS.name}: {unbacked}"
+    assert len(found) >= 20  # the section does quote the file
