@@ -28,12 +28,16 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 BENCH_PY = ROOT / ".venv-bench" / "bin" / "python"
 
-#: per env: recorded data and image format
+#: per env: recorded data, image format, env action size, and whether a scripted expert records
+#: half the episodes (envs without one record random actions held 5 steps only)
 DATA: dict[str, dict[str, Any]] = {
-    "tworoom": dict(img=64, chans=3, episodes=200, steps=100, env_kwargs={}),
-    "bouncing": dict(img=32, chans=1, episodes=200, steps=60,
+    "tworoom": dict(img=64, chans=3, episodes=200, steps=100, env_kwargs={}, action_dim=2, expert=True),
+    "bouncing": dict(img=32, chans=1, episodes=200, steps=60, action_dim=2, expert=True,
                      env_kwargs=dict(num_balls=1, radius=5.0, speed=[0.5, 3.0], action_scale=3.0)),
-    "pusht": dict(img=64, chans=3, episodes=200, steps=120, env_kwargs={}),
+    "pusht": dict(img=64, chans=3, episodes=200, steps=120, env_kwargs={}, action_dim=2, expert=True),
+    "Pendulum-v1": dict(img=32, chans=1, episodes=200, steps=100, env_kwargs={}, action_dim=1, expert=False),
+    "dm_control/reacher-easy-v0": dict(img=64, chans=3, episodes=100, steps=100, env_kwargs={}, action_dim=2,
+                                       expert=False),
 }
 #: per recipe: model fields (WorldModelConfig), training budget, evaluation planner
 RECIPES: dict[str, dict[str, Any]] = {
@@ -51,6 +55,11 @@ LEWM_CEM = dict(samples=300, iterations=30, elites=30, horizon=5)  # the paper's
 QUICK = dict(episodes=20, train_steps=20)
 
 
+def slug(env: str) -> str:
+    """A file-name-safe form of an env id (``dm_control/reacher-easy-v0`` -> ``dm_control_reacher-easy-v0``)."""
+    return env.replace("/", "_")
+
+
 def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     """Wilson score 95% interval of a success rate ``k / n`` (Wilson 1927): unlike the normal
     approximation it stays inside [0, 1] and is honest near 0% and 100%."""
@@ -66,18 +75,25 @@ def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
 # ---------------------------------------------------------------------------- data
 def record(env: str, work: Path, d: dict[str, Any], seed: int = 0) -> Path:
     """``d["episodes"]`` episodes, random (actions held 5 steps) and scripted expert in pairs
-    (0,1 random, 2,3 expert, ...), so the held-out episodes (``i % 10 == 9``) hold both kinds."""
+    (0,1 random, 2,3 expert, ...), so the held-out episodes (``i % 10 == 9``) hold both kinds;
+    only random ones where the env has no expert."""
     from jepalab.data.trajectories import collect, list_episodes, load_episode, read_meta, save_episode, write_meta
 
-    out = work / env / "mixed"
+    out = work / slug(env) / "mixed"
     if (out / "meta.json").is_file() and read_meta(out).get("episodes") == d["episodes"]:
+        return out
+    if not d.get("expert", True):
+        shutil.rmtree(out, ignore_errors=True)
+        collect(env, out, episodes=d["episodes"], policy="random", img_size=d["img"], max_steps=d["steps"],
+                seed=seed, env_kwargs=d["env_kwargs"], policy_kwargs={"repeat": 5}, progress=False,
+                workers=2)
         return out
     if d["episodes"] % 4:
         raise ValueError(f"episodes={d['episodes']}: use a multiple of 4 (random/expert pairs alternate)")
     shutil.rmtree(out, ignore_errors=True)
     half, parts = d["episodes"] // 2, {}
     for pol, kw in (("random", {"repeat": 5}), ("expert", {})):
-        parts[pol] = work / env / pol
+        parts[pol] = work / slug(env) / pol
         shutil.rmtree(parts[pol], ignore_errors=True)
         collect(env, parts[pol], episodes=half, policy=pol, img_size=d["img"], max_steps=d["steps"], seed=seed,
                 env_kwargs=d["env_kwargs"], policy_kwargs=kw, progress=False)
@@ -96,7 +112,7 @@ def world_model(env: str, recipe: str, seed: int = 0, lightly: bool = False) -> 
     from jepalab.recipes.worldmodel import WorldModel, WorldModelConfig
 
     d = DATA[env]
-    cfg = WorldModelConfig(img_size=d["img"], in_chans=d["chans"], action_dim=2, frameskip=5,
+    cfg = WorldModelConfig(img_size=d["img"], in_chans=d["chans"], action_dim=d["action_dim"], frameskip=5,
                            **RECIPES[recipe]["model"])
     torch.manual_seed(seed)
     return _lightly_class()(cfg) if lightly else WorldModel(cfg)
@@ -149,14 +165,17 @@ def train_model(model: Any, data: Path, env: str, recipe: str, run_dir: Path, se
 
 # ---------------------------------------------------------------------------- measurements
 @torch.inference_mode()
-def rollout_error(model: Any, data: Path, env: str, horizon: int = 8, clips: int = 64) -> dict[str, Any]:
+def rollout_error(model: Any, data: Path, env: str, horizon: int = 8, clips: int = 64,
+                  img: int | None = None, chans: int | None = None) -> dict[str, Any]:
     """Held-out clips: imagine ``horizon`` steps from 3 context frames and the recorded actions; per
     step the squared error to the encoded truth over the embeddings' total variance, for the model
-    and for copy-last (the last context embedding forever)."""
+    and for copy-last (the last context embedding forever). ``img``/``chans`` override the env's
+    frame format (a model trained at another size)."""
     from jepalab.data.trajectories import TrajectoryConfig, TrajectorySource
     from jepalab.errors import DataError
 
-    d, k = DATA[env], 3
+    d, k = {**DATA[env], **({"img": img} if img else {}), **({"chans": chans} if chans else {})}, 3
+    dev = next(model.parameters()).device
     while True:  # the longest horizon the held-out episodes allow (Two-Room episodes end at the target)
         try:
             src = TrajectorySource(TrajectoryConfig(path=str(data), frames=k + horizon, frameskip=5, split="test",
@@ -167,8 +186,8 @@ def rollout_error(model: Any, data: Path, env: str, horizon: int = 8, clips: int
                 raise
             horizon -= 1
     b = src.batch(0, clips)
-    z = model.encode_clip(b["frames"])
-    a = b["actions"]
+    z = model.encode_clip(b["frames"].to(dev))
+    a = b["actions"].to(dev)
     pred = model.rollout(z[:, :k], a[:, k - 1:], a[:, : k - 1])
     truth, var = z[:, k:], float(z.flatten(0, 1).var(0).sum())
     err = ((pred - truth) ** 2).sum(-1).mean(0) / var
@@ -225,7 +244,7 @@ def lightly_twin(env: str, work: Path, data: Path, goals: int, quick: bool) -> d
     ``world_models.py``), evaluated here; a note when that environment is absent."""
     if not BENCH_PY.is_file():
         return {"skipped": "no .venv-bench (bash scripts/setup_bench_env.sh installs lightly 1.6.0 there)"}
-    out = work / env / "lightly.json"
+    out = work / slug(env) / "lightly.json"
     cmd = [str(BENCH_PY), str(HERE / "world_models.py"), "--lightly-worker", env, "--work", str(work)] + \
         (["--quick"] if quick else [])
     proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
@@ -233,7 +252,7 @@ def lightly_twin(env: str, work: Path, data: Path, goals: int, quick: bool) -> d
         return {"skipped": f"lightly worker failed: {proc.stderr.strip()[-400:]}"}
     from jepalab.planning.evaluate import load_world_model
 
-    model = load_world_model(work / env / "lightly_model")
+    model = load_world_model(work / slug(env) / "lightly_model")
     return {**json.loads(out.read_text()), "rollout": rollout_error(model, data, env),
             "cem": evaluate(model, env, data, goals, "cem", CEM, RECIPES["lewm"]["reduce"], baseline=False)}
 

@@ -30,7 +30,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from wm_parts import (CEM, DATA, HERE, LEWM_CEM, MPPI, QUICK, RECIPES, ROOT, available, evaluate,  # noqa: E402
-                      lightly_twin, plan_speed, record, rollout_error, train_model, world_model)
+                      lightly_twin, plan_speed, record, rollout_error, slug, train_model, world_model)
 
 from jepalab.atomic import write_text_atomic  # noqa: E402
 
@@ -49,7 +49,7 @@ def run_env(env: str, a: argparse.Namespace) -> dict[str, Any]:
         seeds = a.seeds if recipe == "compact" else a.seeds[:1]
         for seed in seeds:
             model = world_model(env, recipe, seed)
-            run = a.work / env / f"run_{recipe}_{seed}"
+            run = a.work / slug(env) / f"run_{recipe}_{seed}"
             row: dict[str, Any] = {"seed": seed, "train": train_model(model, data, env, recipe, run, seed,
                                                                       QUICK["train_steps"] if a.quick else None)}
             row["rollout"] = rollout_error(model, data, env)
@@ -101,7 +101,7 @@ def _say(env: str, recipe: str, seed: Any, what: str, r: dict[str, Any]) -> None
 
 def _save(env: str, a: argparse.Namespace, res: dict[str, Any]) -> None:
     res = {**res, "command": _command(a), "load_before": a.load}
-    path = a.out_dir / f"world_models_{env}{'_quick' if a.quick else ''}.json"
+    path = a.out_dir / f"world_models_{slug(env)}{'_quick' if a.quick else ''}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(path, json.dumps(res, indent=2, default=str))
 
@@ -141,17 +141,18 @@ def main() -> None:
     if a.lightly_worker:  # inside .venv-bench: train the lightly twin; the main process evaluates it
         env, d = a.lightly_worker, DATA[a.lightly_worker]
         model = world_model(env, "lewm", 0, lightly=True)
-        r = train_model(model, a.work / env / "mixed", env, "lewm", a.work / env / "run_lightly", 0,
+        r = train_model(model, a.work / slug(env) / "mixed", env, "lewm", a.work / slug(env) / "run_lightly", 0,
                         QUICK["train_steps"] if a.quick else None)
         plain = world_model(env, "lewm", 0)
         plain.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("lightly_loss.")})
-        plain.save_pretrained(a.work / env / "lightly_model")
-        write_text_atomic(a.work / env / "lightly.json", json.dumps({**r, "torch": torch.__version__}, indent=2))
+        plain.save_pretrained(a.work / slug(env) / "lightly_model")
+        write_text_atomic(a.work / slug(env) / "lightly.json", json.dumps({**r, "torch": torch.__version__}, indent=2))
         return
     if a.report:
         from wm_report import write_report
 
-        write_report(a.out_dir, a.out_dir / "world_models.md")
+        sfx = "_quick" if a.quick else ""
+        write_report(a.out_dir, a.out_dir / f"world_models{sfx}.md", sfx)
         return
     if min(a.goals, a.study_goals, a.lewm_goals) < 1:
         p.error("--goals, --study-goals and --lewm-goals must be >= 1")

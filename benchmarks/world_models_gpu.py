@@ -137,7 +137,7 @@ def gpu_peak_tflops(device: torch.device) -> float:
 
 
 def run_env(env: str, work: Path, quick: bool, goals: int, workers: int, device: str) -> dict[str, Any]:
-    wm = __import__("world_models")
+    wm = __import__("wm_parts")
     from jepalab.planning.evaluate import evaluate_planning
 
     s = {**SETTINGS[env], **(QUICK if quick else {})}
@@ -148,8 +148,7 @@ def run_env(env: str, work: Path, quick: bool, goals: int, workers: int, device:
     model, tr = train_model(data, s, work / env / "run", device)
     out.update(tr)
     print(f"[{env}] trained {s['train_steps']} steps in {tr['train_s']:.0f} s, loss {tr['final_loss']:.4f}", flush=True)
-    rs = {**s, "img": MODEL["img_size"], "chans": MODEL["in_chans"], "frameskip": MODEL["frameskip"]}
-    out["rollout"] = wm.rollout_error(model, data, rs)
+    out["rollout"] = wm.rollout_error(model, data, env, img=MODEL["img_size"], chans=MODEL["in_chans"])
     dev = next(model.parameters()).device
     out["peak_tflops"] = gpu_peak_tflops(dev)
     out["speed"] = wm.plan_speed(model, out["peak_tflops"] * 1e3, PLAN)

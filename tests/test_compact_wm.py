@@ -120,3 +120,49 @@ def test_shipped_compact_config_builds_the_compact_model() -> None:
     assert model is not None
     assert isinstance(model.encoder, KeypointEncoder) and isinstance(model.predictor, MLPDynamics)
     assert sum(p.numel() for p in model.parameters()) < 300_000
+
+
+def test_ensemble_members_start_apart_share_the_main_init_and_train() -> None:
+    torch.manual_seed(0)
+    one = _compact()
+    torch.manual_seed(0)
+    three = _compact(ensemble=3)
+    for (k, a), (_, b) in zip(one.state_dict().items(), three.state_dict().items()):
+        torch.testing.assert_close(a, b, msg=k)  # the main model is the same with or without members
+    assert len(three.members) == 2
+    batch = {"frames": torch.rand(8, 4, 1, 32, 32), "actions": torch.rand(8, 3, 2) * 2 - 1}
+    out = three.training_step(batch, 0)
+    out["loss"].backward()
+    assert "ensemble" in out
+    assert all(p.grad is not None for p in three.members.parameters())
+    z, a = torch.randn(5, 1, 8), torch.rand(5, 3, 2) * 2 - 1
+    for p in three.members.parameters():  # members trained apart disagree
+        torch.nn.init.normal_(p, std=0.2)
+    assert three.rollout_members(z, a).shape == (3, 5, 3, 8)
+
+
+def test_uncertainty_cost_steers_the_plan_away_from_disagreement() -> None:
+    from jepalab.planning import CEM
+
+    class Disagree:
+        """Two members: identical for actions along +x, they split apart along +y."""
+
+        action_dim = 2
+        members = [None]
+
+        def rollout_members(self, z, actions, a_hist=None):
+            a = actions.cumsum(1)
+            base = z[:, -1:] + torch.stack([a[..., 0], a[..., 1] * 0], -1)
+            other = base + torch.stack([a[..., 0] * 0, a[..., 1].abs() * 3], -1)
+            return torch.stack([base, other])
+
+        def rollout(self, z, actions, a_hist=None):
+            return self.rollout_members(z, actions, a_hist)[0]
+
+    z, goal = torch.zeros(1, 1, 2), torch.tensor([[1.0, 0.0]])
+    # member 0 sees no effect of y, so y is free under the plain cost; the penalty pins it to 0
+    plain = CEM(Disagree(), horizon=2, samples=200, iterations=5, elites=20, seed=0).plan(z, goal)
+    safe = CEM(Disagree(), horizon=2, samples=200, iterations=5, elites=20, seed=0, uncertainty=1.0).plan(z, goal)
+    assert safe[..., 1].abs().mean() < 0.1 < plain[..., 1].abs().mean()
+    with pytest.raises(ConfigError, match="ensemble"):
+        CEM(_compact(), horizon=2, uncertainty=1.0)

@@ -73,7 +73,9 @@ class Planner:
     ball); the box must then contain the origin so that projecting onto the ball first and then
     clamping lands in both sets. ``cost``: ``"l2" | "l1" | "mse"``; ``reduce``: how the per-step
     distances over the horizon become one cost, ``"last" | "mean" | "min"`` (``planning/cost.py``;
-    ``every_step=True`` is the older spelling of ``"mean"``). ``seed``: the planner's generator seed.
+    ``every_step=True`` is the older spelling of ``"mean"``). ``uncertainty``: weight of the
+    ensemble's disagreement (mean over the horizon of the members' embedding std) added to the
+    cost, so plans stay where the model was trained (needs ``model.rollout_members``). ``seed``: the planner's generator seed.
     ``chunks``: env actions per planned action (a model trained with frameskip ``f`` on action
     blocks plans ``f x`` the env's action dim; then ``chunks = f``), used to lay the sampling noise
     out in env time. ``noise_beta``: colour of the sampling noise in env time (0 white, 1 pink,
@@ -99,6 +101,7 @@ class Planner:
         chunks: int = 1,
         noise_beta: float = 0.0,
         reduce: str | None = None,
+        uncertainty: float = 0.0,
     ) -> None:
         if not hasattr(model, "rollout"):
             raise ConfigError("The planner's model needs a rollout(z_hist, actions, a_hist) method (LatentModel).")
@@ -132,6 +135,13 @@ class Planner:
             raise ConfigError(f"noise_beta={noise_beta!r}: use a number in [0, 4] (0 white, 2 iCEM's coloured noise).")
         self.chunks, self.noise_beta = chunks, float(noise_beta)
         self.cost_kind = cost
+        if not (isinstance(uncertainty, (int, float)) and uncertainty >= 0):
+            raise ConfigError(f"uncertainty={uncertainty!r}: use a weight >= 0 (0 = off).")
+        if uncertainty > 0 and (not callable(getattr(model, "rollout_members", None))
+                                or len(getattr(model, "members", ())) < 1):
+            raise ConfigError("uncertainty > 0 needs a model with an ensemble of predictors (model.ensemble >= 2, "
+                              "rollout_members); train one or set uncertainty=0.")
+        self.uncertainty = float(uncertainty)
         self.reduce = reduce if reduce is not None else ("mean" if every_step else "last")
         check_reduce(self.reduce)
         self.every_step = self.reduce == "mean"
@@ -181,13 +191,19 @@ class Planner:
     def evaluate(self, z_hist: Tensor, goal: Tensor, a_hist: Tensor | None, actions: Tensor) -> Tensor:
         """Costs ``(E, N)`` of candidates ``actions (E, N, H, A)`` in ONE batched rollout."""
         e, n = actions.shape[:2]
-        pred = self.model.rollout(
-            _repeat(z_hist, n), actions.reshape(e * n, self.horizon, self.action_dim), _repeat(a_hist, n)
-        )
+        args = (_repeat(z_hist, n), actions.reshape(e * n, self.horizon, self.action_dim), _repeat(a_hist, n))
+        spread = None
+        if self.uncertainty > 0:  # members disagree where the data never went: penalise going there
+            members = self.model.rollout_members(*args)                      # (K, E*N, H, D)
+            pred, spread = members[0], members.std(dim=0).norm(dim=-1).mean(dim=1)
+        else:
+            pred = self.model.rollout(*args)
         expected = (e * n, self.horizon, z_hist.shape[-1])
         if tuple(pred.shape) != expected:
             raise ShapeError(f"model.rollout returned {tuple(pred.shape)}; expected (B, H, D) = {expected}.")
         cost = latent_cost(pred, goal.repeat_interleave(n, dim=0), self.cost_kind, reduce=self.reduce)
+        if spread is not None:
+            cost = cost + self.uncertainty * spread
         return cost.reshape(e, n)
 
     def noise(self, n: int, device: torch.device) -> Tensor:

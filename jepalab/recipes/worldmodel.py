@@ -82,6 +82,8 @@ class WorldModelConfig:
     var_weight: float = 0.0          # variance hinge (VICReg / EB-JEPA) on each step's batch of embeddings
     cov_weight: float = 0.0          # covariance term (VICReg / EB-JEPA)
     idm_weight: float = 0.0          # inverse-dynamics term (PLDM / EB-JEPA): read a_t off (z_t, z_t+1)
+    ensemble: int = 1                # predictors trained side by side; their disagreement is the planner's
+                                     # uncertainty penalty (Planner(uncertainty=beta))
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` with a fix for any inconsistent field."""
@@ -105,6 +107,8 @@ class WorldModelConfig:
                 raise ConfigError(f"model.{name} must be >= 1, got {getattr(self, name)}.")
         if self.predictor not in PREDICTORS:
             raise ConfigError(f"model.predictor={self.predictor!r}: choose one of {PREDICTORS}.")
+        if isinstance(self.ensemble, bool) or not isinstance(self.ensemble, int) or self.ensemble < 1:
+            raise ConfigError(f"model.ensemble must be an int >= 1 (1 = a single predictor), got {self.ensemble!r}.")
         for name in ("var_weight", "cov_weight", "idm_weight"):
             if not getattr(self, name) >= 0:
                 raise ConfigError(f"model.{name} must be >= 0, got {getattr(self, name)}.")
@@ -128,14 +132,7 @@ class WorldModel(Recipe):
         c = config
         self.encoder = self._build_encoder(c)
         self.embed_dim: int = int(self.encoder.embed_dim)
-        if c.predictor == "mlp":
-            self.predictor = MLPDynamics(self.embed_dim, c.action_dim * c.frameskip, hidden=c.pred_dim,
-                                         depth=c.pred_depth, history=c.history)
-        else:
-            self.predictor = ActionConditionedPredictor(
-                self.embed_dim, c.action_dim * c.frameskip, dim=c.pred_dim, depth=c.pred_depth, heads=c.pred_heads,
-                history=c.history, mlp_ratio=c.mlp_ratio, residual=c.pred_residual,
-            )
+        self.predictor = self._build_predictor(c)
         if c.idm_weight > 0:
             self.inverse_dynamics = InverseDynamicsHead(self.embed_dim, c.action_dim * c.frameskip)
         self.loss_kind = c.loss if c.loss != "auto" else ("l1" if c.objective == "vjepa2ac" else "l2")
@@ -144,6 +141,17 @@ class WorldModel(Recipe):
             from jepalab.objectives.sigreg import SIGReg
 
             self.sigreg = SIGReg(num_proj=c.sigreg_proj)
+        # built last, so a model with an ensemble starts from the same weights as one without
+        self.members = nn.ModuleList(self._build_predictor(c) for _ in range(c.ensemble - 1))
+
+    def _build_predictor(self, c: WorldModelConfig) -> nn.Module:
+        if c.predictor == "mlp":
+            return MLPDynamics(self.embed_dim, c.action_dim * c.frameskip, hidden=c.pred_dim, depth=c.pred_depth,
+                               history=c.history)
+        return ActionConditionedPredictor(
+            self.embed_dim, c.action_dim * c.frameskip, dim=c.pred_dim, depth=c.pred_depth, heads=c.pred_heads,
+            history=c.history, mlp_ratio=c.mlp_ratio, residual=c.pred_residual,
+        )
 
     @staticmethod
     def _build_encoder(c: WorldModelConfig) -> nn.Module:
@@ -235,6 +243,11 @@ class WorldModel(Recipe):
         """
         return self.predictor.rollout(z_hist, actions, a_hist)
 
+    def rollout_members(self, z_hist: Tensor, actions: Tensor, a_hist: Tensor | None = None) -> Tensor:
+        """Every ensemble member's imagination ``(K, B, H, D)`` (member 0 is :meth:`rollout`); their
+        spread is what ``Planner(uncertainty=beta)`` penalises. ``K = model.ensemble``."""
+        return torch.stack([p.rollout(z_hist, actions, a_hist) for p in (self.predictor, *self.members)])
+
     # --- training -------------------------------------------------------------------------------
     def training_step(self, batch: dict[str, Tensor], step: int) -> dict[str, Tensor]:
         if "frames" not in batch or "actions" not in batch:
@@ -256,6 +269,14 @@ class WorldModel(Recipe):
             rl = prediction_loss(roll, z[:, ctx:], self.loss_kind)
             loss = loss + rl
             out["rollout"] = rl.detach()
+        if len(self.members):  # the extra members learn the same dynamics on the (detached) embeddings
+            zd, s2 = z.detach(), min(max(self.rollout_steps, 1), t - 1)
+            ml = torch.stack([prediction_loss(m.rollout(zd[:, : t - s2], actions[:, t - s2 - 1:],
+                                                        actions[:, : t - s2 - 1]), zd[:, t - s2:], self.loss_kind)
+                              + prediction_loss(m(zd[:, :-1], actions), zd[:, 1:], self.loss_kind)
+                              for m in self.members]).mean()
+            loss = loss + ml
+            out["ensemble"] = ml.detach()
         if self.config.objective == "lewm" and self.config.sigreg_weight > 0:
             # LeWM's SIGReg: the Epps-Pulley test over the *batch* at each time step, averaged over
             # steps (same projections for all steps and on every rank). Pooling the B*T frames into
