@@ -105,6 +105,9 @@ def _planner_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         kw["elites"] = min(args.elites, args.samples)
     if args.planner in ("cem", "mppi"):
         kw["noise_beta"] = args.noise_beta
+    kw["reduce"] = args.reduce
+    if args.uncertainty:
+        kw["uncertainty"] = args.uncertainty
     return kw
 
 
@@ -215,9 +218,16 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--samples", type=_count(1), default=300, help="candidates per iteration (cem/mppi; default 300)")
     p.add_argument("--iterations", type=_count(1), default=None, help="optimizer iterations (default: cem 30, mppi 10)")
     p.add_argument("--elites", type=_count(1), default=30, help="cem elites (default 30)")
-    p.add_argument("--noise-beta", type=float, default=2.0,
-                   help="colour of the sampling noise in env time (cem/mppi): 0 = white as in LeWM, 2 = the "
-                        "default, which reached 50%% vs 5%% of Two-Room goals at 300x30 (benchmarks/WORLD_MODELS.md)")
+    p.add_argument("--noise-beta", type=float, default=0.0,
+                   help="colour of the sampling noise in env time (cem/mppi): 0 = white (LeWM's and the "
+                        "benchmark's; default), 2 = iCEM's coloured noise")
+    p.add_argument("--reduce", choices=("min", "mean", "last"), default="min",
+                   help="how the distances to the goal over the horizon become one cost: min = the closest the "
+                        "plan comes (default; lets a plan arrive early or detour), mean = the whole path, "
+                        "last = the end only (LeWM's)")
+    p.add_argument("--uncertainty", type=float, default=0.0,
+                   help="weight of the ensemble's disagreement in the cost (models trained with model.ensemble >= "
+                        "2; default 0 = off)")
     p.add_argument("--budget", type=_count(1), default=50, help="env steps per episode (default 50)")
     p.add_argument("--goal-offset", type=_count(1), default=25, help="goal = recorded frame this many steps ahead")
     p.add_argument("--test-every", type=_count(1), default=10, help="held-out episodes: i %% N == N-1 (default 10)")
