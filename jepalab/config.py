@@ -16,12 +16,17 @@ applies the overrides and assembles an ``Experiment``:
 Two values are filled in when the YAML leaves them out: ``data.seed`` (if the source has one)
 from ``seed``, and ``model.total_steps`` (if the recipe has one, e.g. an EMA schedule) from
 ``train.steps``. The resolved experiment written to a run directory spells everything out.
+
+Direction: this module sits above the parts it assembles (it looks sources up in
+``jepalab.data``, recipes in ``jepalab.recipes``, reads ``TrainConfig``); those parts describe
+themselves with ``jepalab.schema`` alone and never import this module back.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 import re
 from collections.abc import Iterable, Mapping
@@ -31,8 +36,12 @@ from typing import Any
 import yaml
 
 from jepalab.atomic import write_text_atomic
-from jepalab.errors import ConfigError
+from jepalab.data import SOURCES, get_source_class
+from jepalab.errors import ConfigError, JepalabError
+from jepalab.preflight import meta_model
+from jepalab.recipes import RECIPES, get_recipe
 from jepalab.schema import config_error, convert, from_dict, join_key  # noqa: F401 - from_dict is re-exported
+from jepalab.train import TrainConfig
 
 TOP_LEVEL_KEYS = ("name", "seed", "recipe", "model", "data", "train")
 _KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -132,10 +141,6 @@ class Experiment:
 def experiment_from_dict(raw: Any, name: str | None = None) -> Experiment:
     """Validate a YAML-loaded experiment mapping into an ``Experiment`` (``name`` is the default
     run name when the mapping has none)."""
-    from jepalab.data import get_source_class
-    from jepalab.recipes import RECIPES, get_recipe
-    from jepalab.train import TrainConfig
-
     if not isinstance(raw, Mapping):
         raise ConfigError(f"An experiment config must be a mapping with keys {', '.join(TOP_LEVEL_KEYS)}; "
                           f"got {raw!r}.")
@@ -166,8 +171,6 @@ def experiment_from_dict(raw: Any, name: str | None = None) -> Experiment:
 
     data = raw.get("data")
     if not isinstance(data, Mapping) or "source" not in data:
-        from jepalab.data import SOURCES
-
         raise config_error("data.source", "Missing 'data.source': the config needs 'data: {source: NAME, ...}' "
                            f"naming a data source (one of: {', '.join(SOURCES)}).")
     source = convert(str, data["source"], "data.source")
@@ -182,10 +185,101 @@ def experiment_from_dict(raw: Any, name: str | None = None) -> Experiment:
     data_cfg = from_dict(source_cls.config_class, rest, "data")
     exp = Experiment(name=exp_name, seed=seed, recipe=recipe, model=model, source=source,
                      data=data_cfg, train=train)
-    from jepalab.experiment import validate_experiment
-
     validate_experiment(exp)
     return exp
+
+
+# --- checks that span fields or sections ---------------------------------------------------------
+# Each constraint is declared once. A single field's range or choices belong to its own dataclass
+# (``__post_init__`` or ``validate()``, e.g. ``TrainConfig`` checks train.steps and train.lr > 0);
+# what is declared here holds across dataclasses: size fields that must be positive, and pairs
+# that must tile, wherever they appear, plus agreements between model and data.
+
+#: integer fields that must be positive wherever they appear in model/train configs (data: 0 = native)
+POSITIVE_INTS = ("img_size", "patch_size", "embed_dim", "num_heads", "num_frames", "tubelet", "in_chans")
+#: learning rates above this only overflow the optimizer's float32 arithmetic or blow the weights up
+MAX_LR = 1e6
+#: (a, b) pairs where a must be a multiple of b inside the same config dataclass
+DIVISIBLE = (("img_size", "patch_size"), ("embed_dim", "num_heads"), ("num_frames", "tubelet"))
+
+
+def _nested(obj: Any, where: str) -> Iterable[tuple[str, Any]]:
+    """Yield ``(dotted_path, dataclass_instance)`` for ``obj`` and every nested dataclass."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        yield where, obj
+        for f in dataclasses.fields(obj):
+            yield from _nested(getattr(obj, f.name), f"{where}.{f.name}")
+
+
+def _require(cond: bool, key: str, message: str) -> None:
+    if not cond:
+        raise config_error(key, message)
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def validate_experiment(exp: Experiment) -> None:
+    """Checks that types cannot express: positive sizes, a patch grid that tiles the image, heads
+    that divide the width, a finite learning rate, model and data agreeing on the image size and
+    the clip length. Config classes with their own ``validate()`` method are asked too; their
+    ValueErrors become ConfigErrors naming the section. Last, the recipe is built on the meta
+    device, so every constructor check runs without allocating weights."""
+    _require(bool(exp.name) and "/" not in exp.name and exp.name not in (".", ".."), "name",
+             f"'name' must be a non-empty name without '/', got {exp.name!r}.")
+    _require(0 <= exp.seed < 2**63, "seed", f"'seed' must be in [0, 2**63), got {exp.seed}.")
+    for section in ("model", "data", "train"):
+        for where, obj in _nested(getattr(exp, section), section):
+            vals = {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
+            for k in POSITIVE_INTS if section != "data" else ():
+                v = vals.get(k)
+                _require(not _is_num(v) or v > 0, f"{where}.{k}", f"'{where}.{k}' must be positive, got {v}.")
+            for big, small in DIVISIBLE:
+                a, b = vals.get(big), vals.get(small)
+                if isinstance(a, int) and isinstance(b, int) and b > 0:
+                    _require(a % b == 0, f"{where}.{small}",
+                             f"'{where}.{big}'={a} must be divisible by '{where}.{small}'={b}.")
+        cfg = getattr(exp, section)
+        if callable(getattr(cfg, "validate", None)):
+            try:
+                cfg.validate()
+            except ConfigError as e:
+                raise config_error(section, f"{section}: {e}") from None
+            except (ValueError, TypeError) as e:
+                raise config_error(section, f"Invalid {section} config: {e}") from None
+    lr = getattr(exp.train, "lr", None)
+    if _is_num(lr):
+        _require(math.isfinite(lr) and 0 < lr <= MAX_LR, "train.lr",
+                 f"'train.lr' must be a finite number in (0, {MAX_LR:g}], got {lr} (typical: 1e-4 to 1e-2).")
+    for mk, dk, what in (("img_size", "img_size", "images of the wrong size"),
+                         ("in_chans", "channels", "the wrong number of channels")):
+        mv, dv = getattr(exp.model, mk, None), getattr(exp.data, dk, None)
+        if _is_num(mv) and _is_num(dv) and dv > 0:  # data: 0 = the dataset's native value
+            _require(mv == dv, f"data.{dk}", f"'data.{dk}'={dv} differs from 'model.{mk}'={mv}: the "
+                     f"model would receive {what}; make them equal.")
+    _check_history(exp)
+    try:
+        meta_model(get_recipe(exp.recipe), exp.model)  # every constructor check, without allocating
+    except ConfigError as e:
+        raise config_error(getattr(e, "key", "") or "model", f"model: {e}") from None
+    except JepalabError as e:
+        raise config_error("model", f"Invalid model config: {e}") from None
+
+
+def _check_history(exp: Experiment) -> None:
+    """A predictor over ``model.history`` frames must see clips with a full window plus the frame
+    it predicts; shorter clips would train it on windows it never sees when planning."""
+    hist, frames = getattr(exp.model, "history", None), getattr(exp.data, "frames", None)
+    if not (_is_num(hist) and _is_num(frames)) or hist < 1 or frames < 1:
+        return
+    skip = getattr(exp.model, "frameskip", 1)
+    blocked = hasattr(exp.data, "frameskip")  # the source itself keeps every f-th frame
+    model_frames = frames if blocked or not _is_num(skip) or skip < 1 else (frames - 1) // skip + 1
+    _require(model_frames >= hist + 1, "model.history",
+             f"'model.history'={hist} needs clips of at least {hist + 1} model frames, but 'data.frames'={frames}"
+             + ("" if model_frames == frames else f" with frameskip {skip} gives {model_frames}")
+             + f": raise data.frames or lower model.history to {max(1, model_frames - 1)}.")
 
 
 def _yaml_lines(text: str) -> dict[str, int]:

@@ -7,8 +7,9 @@ import torch
 
 from jepalab.data.bouncing import BouncingBalls, BouncingConfig
 from jepalab.errors import ConfigError, ShapeError
+from jepalab.nn.frame import windows
 from jepalab.recipes import Recipe
-from jepalab.recipes.future import FutureConfig, FutureJEPA, windows
+from jepalab.recipes.future import FutureConfig, FutureJEPA
 from jepalab.recipes.pixel import PixelConfig, PixelTwin
 
 torch.set_num_threads(1)

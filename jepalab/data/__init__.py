@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from jepalab.errors import ConfigError, MissingDependencyError
+from jepalab.schema import from_dict
 
 #: source name -> "module:ClassName" (imported on first use).
 SOURCES: dict[str, str] = {
@@ -59,8 +60,6 @@ def build_source(name: str, cfg: Any = None) -> Any:
     if cfg is None:
         cfg = cls.config_class()
     elif isinstance(cfg, Mapping):
-        from jepalab.config import from_dict
-
         cfg = from_dict(cls.config_class, dict(cfg), where="data")
     elif not isinstance(cfg, cls.config_class):
         raise ConfigError(

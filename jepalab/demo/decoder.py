@@ -1,7 +1,7 @@
 """A pixel decoder trained *separately* on a JEPA's frozen embeddings, only to draw them.
 
 A JEPA never produces pixels. To show what a predicted embedding "looks like", the demo trains a
-:class:`jepalab.recipes.pixel.FrameDecoder` to reconstruct frames from the frozen encoder's
+:class:`jepalab.nn.frame.FrameDecoder` to reconstruct frames from the frozen encoder's
 embeddings of true frames, then applies it to predicted embeddings. The JEPA itself never sees
 this decoder's gradient; every figure that uses it says "decoded by a separately trained decoder".
 Trained with the one trainer like any recipe.
@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from jepalab.errors import ShapeError
 from jepalab.recipes.base import Recipe
-from jepalab.recipes.pixel import FrameDecoder
+from jepalab.nn.frame import FrameDecoder
 
 
 @dataclass

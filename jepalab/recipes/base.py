@@ -19,6 +19,8 @@ from torch import Tensor, nn
 
 from jepalab.atomic import write_bytes_atomic
 from jepalab.errors import CheckpointError, ShapeError
+from jepalab.recipes.registry import get_recipe
+from jepalab.schema import from_dict
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
@@ -111,9 +113,6 @@ class Recipe(nn.Module):
         (``Recipe.from_pretrained(dir)`` picks the recipe named in ``config.json``)."""
         from safetensors import SafetensorError
         from safetensors.torch import load_file
-
-        from jepalab.config import from_dict
-        from jepalab.recipes import get_recipe
 
         d = Path(directory)
         cfg_path, w_path = d / CONFIG_FILE, d / WEIGHTS_FILE

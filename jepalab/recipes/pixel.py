@@ -16,8 +16,8 @@ import torch
 from torch import Tensor, nn
 
 from jepalab.errors import ConfigError, ShapeError
+from jepalab.nn.frame import FrameDecoder, FrameEncoder, FramePredictor, check_clip, windows
 from jepalab.recipes.base import Recipe
-from jepalab.recipes.future import FrameEncoder, FramePredictor, check_clip, windows
 
 
 @dataclass
@@ -32,38 +32,6 @@ class PixelConfig:
     context_frames: int = 3
     pred_hidden: int = 256
     dec_width: int = 16
-
-
-class FrameDecoder(nn.Module):
-    """Embedding -> frame: a linear map to a coarse grid, then 2x up-sampling conv stages.
-
-    Used by the pixel twin, and (trained separately on frozen embeddings) to draw what a JEPA's
-    predicted embedding looks like. ``(B, D) -> (B, C, H, W)`` in [0, 1].
-    """
-
-    def __init__(self, embed_dim: int, img_size: int, out_chans: int, width: int) -> None:
-        super().__init__()
-        stages, s = 0, img_size
-        while s > 4 and s % 2 == 0:
-            s, stages = s // 2, stages + 1
-        if s * 2**stages != img_size:
-            raise ConfigError(f"FrameDecoder needs img_size = 4..7 x 2^n (e.g. 32, 64), got {img_size}.")
-        self.width, self.s = width, s
-        self.fc = nn.Linear(embed_dim, width * s * s)
-        layers: list[nn.Module] = []
-        for _ in range(stages):
-            layers += [nn.ConvTranspose2d(width, width, 4, stride=2, padding=1), nn.GELU()]
-        out = nn.Conv2d(width, out_chans, 3, padding=1)
-        nn.init.constant_(out.bias, -3.0)  # start from a dark background (sigmoid(-3) ~ 0.05), as the frames are
-        layers.append(out)
-        self.net = nn.Sequential(*layers)
-        self.embed_dim = embed_dim
-
-    def forward(self, z: Tensor) -> Tensor:
-        if z.dim() != 2 or z.shape[1] != self.embed_dim:
-            raise ShapeError(f"FrameDecoder expects embeddings (B, {self.embed_dim}), got {tuple(z.shape)}.")
-        h = self.fc(z).view(z.shape[0], self.width, self.s, self.s)
-        return torch.sigmoid(self.net(h))
 
 
 class PixelTwin(Recipe):
@@ -128,4 +96,4 @@ class PixelTwin(Recipe):
 
 RECIPE = PixelTwin
 
-__all__ = ["PixelConfig", "PixelTwin", "FrameDecoder", "RECIPE"]
+__all__ = ["PixelConfig", "PixelTwin", "RECIPE"]
