@@ -77,7 +77,8 @@ def record(env: str, work: Path, d: dict[str, Any], seed: int = 0) -> Path:
     """``d["episodes"]`` episodes, random (actions held 5 steps) and scripted expert in pairs
     (0,1 random, 2,3 expert, ...), so the held-out episodes (``i % 10 == 9``) hold both kinds;
     only random ones where the env has no expert."""
-    from jepalab.data.trajectories import collect, list_episodes, load_episode, read_meta, save_episode, write_meta
+    from jepalab.data.recording import collect
+    from jepalab.data.trajectories import list_episodes, load_episode, read_meta, save_episode, write_meta
 
     out = work / slug(env) / "mixed"
     if (out / "meta.json").is_file() and read_meta(out).get("episodes") == d["episodes"]:

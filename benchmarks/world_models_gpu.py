@@ -61,7 +61,7 @@ PLAN = dict(samples=300, iterations=30, elites=30, horizon=5)  # LeWM's planner,
 def _collect_shard(job: tuple[str, str, int, str, int, int, int, dict[str, Any]]) -> str:
     env, out, episodes, policy, img, steps, seed, env_kwargs = job
     torch.set_num_threads(1)
-    from jepalab.data.trajectories import collect
+    from jepalab.data.recording import collect
 
     kw = {"repeat": 5} if policy == "random" else {}
     collect(env, out, episodes=episodes, policy=policy, img_size=img, max_steps=steps, seed=seed,

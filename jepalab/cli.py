@@ -246,7 +246,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
     docs/trajectories.md), then print what the directory holds."""
     import yaml
 
-    from jepalab.data.trajectories import collect
+    from jepalab.data.recording import collect
 
     env_kwargs: dict[str, Any] = {}
     for item in args.env_args:

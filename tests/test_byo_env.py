@@ -145,7 +145,7 @@ def test_registered_name_is_rebuilt_from_the_recording(user_module: str, run_dir
     import importlib
 
     import jepalab.data.envs as envs
-    from jepalab.data.trajectories import collect
+    from jepalab.data.recording import collect
 
     monkeypatch.setattr(envs, "_REGISTRY", {})
     envs.register("point2d", importlib.import_module(user_module).make_point)

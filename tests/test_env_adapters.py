@@ -248,7 +248,8 @@ def test_gym_view_passes_gymnasiums_env_checker() -> None:
 
 def test_parallel_recording_writes_the_serial_arrays(tmp_path) -> None:
     pytest.importorskip("gymnasium")
-    from jepalab.data.trajectories import KEYS, collect, load_episode, read_meta
+    from jepalab.data.recording import collect
+    from jepalab.data.trajectories import KEYS, load_episode, read_meta
 
     kw = dict(episodes=5, max_steps=17, img_size=16, policy_kwargs={"repeat": 3}, progress=False,
               env_kwargs={"max_steps": 12})  # episodes end (truncated) before max_steps: slots refill early
@@ -265,7 +266,7 @@ def test_parallel_recording_writes_the_serial_arrays(tmp_path) -> None:
 def test_resuming_a_dataset_of_the_shared_seed_era_is_refused(tmp_path) -> None:
     import json
 
-    from jepalab.data.trajectories import collect
+    from jepalab.data.recording import collect
 
     d = tmp_path / "old"
     collect("bouncing", d, episodes=1, max_steps=3, img_size=16, progress=False)

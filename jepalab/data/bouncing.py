@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from jepalab.data.source import rank_rows
+from jepalab.data.source import mix_seed, rank_rows
 from jepalab.errors import ConfigError, ShapeError
 
 VARIANTS = ("deterministic", "stochastic", "distractors", "actions")
@@ -110,19 +110,6 @@ class BouncingConfig:
             raise ConfigError(f"BouncingConfig.num_distractors={self.num_distractors!r}: use an int >= 0.")
         if self.action_scale < 0:
             raise ConfigError(f"BouncingConfig.action_scale={self.action_scale}: use a value >= 0.")
-
-
-def _mix_seed(*parts: int) -> int:
-    """SplitMix64 over the parts: a well-spread 63-bit seed, distinct for distinct tuples."""
-    mask = (1 << 64) - 1
-    h = 0x9E3779B97F4A7C15
-    for p in parts:
-        h = (h ^ (p & mask)) & mask
-        h = (h + 0x9E3779B97F4A7C15) & mask
-        h = ((h ^ (h >> 30)) * 0xBF58476D1CE4E5B9) & mask
-        h = ((h ^ (h >> 27)) * 0x94D049BB133111EB) & mask
-        h = h ^ (h >> 31)
-    return h & ((1 << 63) - 1)
 
 
 def step_dynamics(
@@ -301,7 +288,7 @@ class BouncingBalls:
         """
         lo, hi = rank_rows(step, batch_size, rank, world_size)
         c = self.config
-        gen = torch.Generator().manual_seed(_mix_seed(c.seed, SPLITS.index(c.split), step))
+        gen = torch.Generator().manual_seed(mix_seed(c.seed, SPLITS.index(c.split), step))
         rnd = self._draw(gen, batch_size)
         rnd = {k: v[lo:hi] for k, v in rnd.items()}
         return self._simulate(rnd)

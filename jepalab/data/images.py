@@ -21,16 +21,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from jepalab.data.source import rank_rows
+from jepalab.data.source import order_seed, rank_rows, split_rows
 from jepalab.errors import ConfigError, DataError, MissingDependencyError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
-
-
-def _order_seed(seed: int, split: str, epoch: int) -> int:
-    """A 63-bit seed for the permutation of one epoch (distinct per split)."""
-    tag = sum(ord(c) * 31**i for i, c in enumerate(split))
-    return (seed * 6_364_136_223_846_793_005 + epoch * 1_442_695_040_888_963_407 + tag) % (2**63 - 1)
 
 
 class TensorImages:
@@ -67,7 +61,7 @@ class TensorImages:
 
     def _perm(self, epoch: int) -> Tensor:
         if self._perm_cache is None or self._perm_cache[0] != epoch:
-            g = torch.Generator().manual_seed(_order_seed(self.seed, self.split, epoch))
+            g = torch.Generator().manual_seed(order_seed(self.seed, self.split, epoch))
             self._perm_cache = (epoch, torch.randperm(len(self), generator=g))
         return self._perm_cache[1]
 
@@ -101,19 +95,6 @@ class TensorImages:
         return {"images": self.prepare(self.images), "labels": self.labels.clone()}
 
 
-def _split_rows(m: int, split: str, test_fraction: float, split_seed: int) -> Tensor:
-    """A fixed train/test partition of ``m`` rows (independent of the training seed)."""
-    if split not in ("train", "test"):
-        raise ConfigError(f"split={split!r}: choose 'train' or 'test'.")
-    if not 0.0 < test_fraction < 1.0:
-        raise ConfigError(f"test_fraction={test_fraction}: use a value strictly between 0 and 1.")
-    n_test = max(1, int(round(m * test_fraction)))
-    if n_test >= m:
-        raise DataError(f"{m} images are too few for a train/test split with test_fraction={test_fraction}.")
-    perm = torch.randperm(m, generator=torch.Generator().manual_seed(split_seed))
-    return perm[:n_test].sort().values if split == "test" else perm[n_test:].sort().values
-
-
 @dataclass
 class DigitsConfig:
     """scikit-learn's 1,797 8x8 handwritten digits; ``img_size`` upsamples (0 = native 8)."""
@@ -140,7 +121,7 @@ class DigitsImages(TensorImages):
         d = load_digits()
         images = torch.as_tensor(d.images, dtype=torch.float32).unsqueeze(1) / 16.0
         labels = torch.as_tensor(d.target, dtype=torch.long)
-        rows = _split_rows(len(labels), config.split, config.test_fraction, config.split_seed)
+        rows = split_rows(len(labels), config.split, config.test_fraction, config.split_seed)
         super().__init__(images[rows], labels[rows], config.seed, config.split, config.img_size, config.channels)
         self.config = config
 
@@ -157,7 +138,7 @@ class MNISTConfig:
 
 
 @lru_cache(maxsize=1)
-def _load_mnist() -> tuple[tuple[Tensor, Tensor], ...]:
+def load_mnist() -> tuple[tuple[Tensor, Tensor], ...]:
     spec = importlib.util.find_spec("mnist")
     locations = list(spec.submodule_search_locations or []) if spec else []
     path = Path(locations[0]) / "data" / "mnist.pkl.gz" if locations else None
@@ -186,7 +167,7 @@ class MNISTImages(TensorImages):
         config = config or MNISTConfig()
         if config.split not in self.SPLITS:
             raise ConfigError(f"MNISTConfig.split={config.split!r}: choose one of {self.SPLITS}.")
-        images, labels = _load_mnist()[self.SPLITS.index(config.split)]
+        images, labels = load_mnist()[self.SPLITS.index(config.split)]
         if config.limit:
             images, labels = images[: config.limit], labels[: config.limit]
         super().__init__(images, labels, config.seed, config.split, config.img_size, config.channels)
@@ -272,7 +253,7 @@ class FolderImages(TensorImages):
         self.class_names = sorted(set(rel_dirs))
         labels = torch.tensor([self.class_names.index(d) for d in rel_dirs], dtype=torch.long)
         images = torch.stack([_read_image(p, config.img_size, config.channels) for p in files])
-        rows = _split_rows(len(files), config.split, config.test_fraction, config.split_seed) if len(files) > 1 else torch.arange(1)
+        rows = split_rows(len(files), config.split, config.test_fraction, config.split_seed) if len(files) > 1 else torch.arange(1)
         self.files = [files[i] for i in rows.tolist()]
         super().__init__(images[rows], labels[rows], config.seed, config.split, 0, 0)
         self.config = config

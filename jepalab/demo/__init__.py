@@ -13,9 +13,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-VARIANTS = ("stochastic", "deterministic", "distractors")
-SIZES = ("tiny", "small", "base")
-Z_KINDS = ("discrete", "gaussian")
+from .choices import SIZES, VARIANTS, Z_KINDS
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:

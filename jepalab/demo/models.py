@@ -21,7 +21,7 @@ import torch
 
 from jepalab.errors import ConfigError
 
-from . import VARIANTS
+from .choices import VARIANTS
 
 #: ``configs/demo.yaml`` of the source tree this package lives in.
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from jepalab.objectives.vicreg import _check_pair
+from jepalab.objectives.vicreg import check_pair
 
 
 class BarlowTwinsLoss(nn.Module):
@@ -30,7 +30,7 @@ class BarlowTwinsLoss(nn.Module):
         return (z - z.mean(dim=0)) / torch.sqrt(z.var(dim=0, unbiased=False) + self.eps)
 
     def forward(self, z1: Tensor, z2: Tensor) -> dict[str, Tensor]:
-        _check_pair(z1, z2, "BarlowTwinsLoss")
+        check_pair(z1, z2, "BarlowTwinsLoss")
         n = z1.shape[0]
         with torch.autocast(device_type=z1.device.type, enabled=False):  # correlations in fp32
             c = self._standardize(z1.float()).T @ self._standardize(z2.float()) / n

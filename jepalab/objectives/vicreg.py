@@ -15,7 +15,8 @@ from torch import Tensor, nn
 from jepalab.errors import ShapeError
 
 
-def _check_pair(z1: Tensor, z2: Tensor, who: str) -> None:
+def check_pair(z1: Tensor, z2: Tensor, who: str) -> None:
+    """Raise ``ShapeError`` unless two views' embeddings are both ``(N, D)`` (shared by the two-view losses)."""
     if z1.ndim != 2 or z1.shape != z2.shape:
         raise ShapeError(
             f"{who} needs two embeddings of the same shape (N, D), got {tuple(z1.shape)} and "
@@ -55,7 +56,7 @@ class VICRegLoss(nn.Module):
         self.inv, self.var, self.cov, self.eps = float(inv), float(var), float(cov), float(eps)
 
     def forward(self, z1: Tensor, z2: Tensor) -> dict[str, Tensor]:
-        _check_pair(z1, z2, "VICRegLoss")
+        check_pair(z1, z2, "VICRegLoss")
         with torch.autocast(device_type=z1.device.type, enabled=False):  # statistics in fp32
             return self._terms(z1.float(), z2.float())
 

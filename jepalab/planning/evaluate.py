@@ -52,7 +52,9 @@ def make_planner(model: Any, name: str = "cem", **kwargs: Any) -> Planner:
     """``"cem"`` (LeWM defaults: 300 samples, 30 iterations, 30 elites, horizon 5), ``"mppi"`` or
     ``"gradient"``; ``kwargs`` override the planner's constructor arguments. A world model with
     frameskip ``f`` on action blocks gets ``chunks=f`` (used by coloured noise, ``noise_beta``)."""
-    from jepalab.planning import CEM, MPPI, GradientPlanner
+    from jepalab.planning.cem import CEM
+    from jepalab.planning.gradient import GradientPlanner
+    from jepalab.planning.mppi import MPPI
 
     cfg = getattr(model, "config", None)
     f, a_env = int(getattr(cfg, "frameskip", 1) or 1), int(getattr(cfg, "action_dim", 0) or 0)

@@ -15,7 +15,7 @@ from torch import Tensor
 
 from jepalab.errors import ConfigError
 from jepalab.planning.base import LatentModel, Planner, PlanResult
-from jepalab.planning.mppi import _keep_best
+from jepalab.planning.mppi import keep_best
 
 
 class GradientPlanner(Planner):
@@ -57,11 +57,11 @@ class GradientPlanner(Planner):
             for _ in range(self.iterations):
                 cost = self.evaluate(z_hist, goal, a_hist, actions)  # (E, N)
                 (grad,) = torch.autograd.grad(cost.sum(), actions)
-                best_c, best_a = _keep_best(cost.detach(), actions.detach(), best_c, best_a)
+                best_c, best_a = keep_best(cost.detach(), actions.detach(), best_c, best_a)
                 actions.grad = grad
                 opt.step()
                 with torch.no_grad():
                     actions.copy_(self.project(actions))
         final = actions.detach()
-        best_c, best_a = _keep_best(self.evaluate(z_hist, goal, a_hist, final), final, best_c, best_a)
+        best_c, best_a = keep_best(self.evaluate(z_hist, goal, a_hist, final), final, best_c, best_a)
         return PlanResult(best_a.clone(), best_c)

@@ -55,7 +55,7 @@ class MPPI(Planner):
         for _ in range(self.iterations):
             cand = self.sample_around(mean, std, self.samples)  # (E, N, H, A)
             cost = self.evaluate(z_hist, goal, a_hist, cand)  # (E, N)
-            best_c, best_a = _keep_best(cost, cand, best_c, best_a)
+            best_c, best_a = keep_best(cost, cand, best_c, best_a)
             scaled = (cost - cost.min(dim=1, keepdim=True).values) / cost.std(dim=1, keepdim=True).clamp_min(1e-12)
             w = torch.softmax(-scaled / self.temperature, dim=1)[:, :, None, None]  # (E, N, 1, 1)
             mean = (w * cand).sum(dim=1)
@@ -63,11 +63,11 @@ class MPPI(Planner):
                 var = (w * (cand - mean.unsqueeze(1)).square()).sum(dim=1)
                 std = var.sqrt().clamp_min(self.min_std)
         final = self.project(mean).unsqueeze(1)
-        best_c, best_a = _keep_best(self.evaluate(z_hist, goal, a_hist, final), final, best_c, best_a)
+        best_c, best_a = keep_best(self.evaluate(z_hist, goal, a_hist, final), final, best_c, best_a)
         return PlanResult(best_a, best_c)
 
 
-def _keep_best(cost: Tensor, cand: Tensor, best_c: Tensor, best_a: Tensor) -> tuple[Tensor, Tensor]:
+def keep_best(cost: Tensor, cand: Tensor, best_c: Tensor, best_a: Tensor) -> tuple[Tensor, Tensor]:
     """Update the running best ``(E,)`` cost and ``(E, H, A)`` plan with candidates ``(E, N, H, A)``."""
     c, i = cost.min(dim=1)
     a = cand[torch.arange(cand.shape[0], device=cand.device), i]

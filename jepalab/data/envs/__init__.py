@@ -57,6 +57,12 @@ def registered() -> tuple[str, ...]:
     return tuple(sorted(_REGISTRY))
 
 
+def registered_factory(name: str) -> Factory | None:
+    """The factory :func:`register` stored under ``name`` in this process, or ``None`` (worker
+    processes receive it by value: they never ran the user's ``register`` call)."""
+    return _REGISTRY.get(name)
+
+
 def factory_reference(name: str) -> str | None:
     """``"module:function"`` that rebuilds env ``name`` in another process, or ``None`` when it
     needs no reference (built-in names, gymnasium ids) or has none (a factory defined in a
@@ -186,4 +192,5 @@ def wrap_env(raw: Any, img_size: int = 64, seed: int | None = 0, frameskip: int 
 
 
 __all__ = ["ENVS", "Adapter", "Env", "make_env", "make_env_from_meta", "wrap_env", "register", "registered",
+           "registered_factory",
            "factory_reference", "load_factory", "resize_frame", "distance_success"]

@@ -119,6 +119,16 @@ class Adapter:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def action_box(space: Any, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(low, high)`` of a bounded continuous action space: every adapter scales its env's
+    actions from [-1, 1] to this box, so one the planner cannot span is refused here."""
+    low, high = getattr(space, "low", None), getattr(space, "high", None)
+    if low is None or high is None or not np.all(np.isfinite(low)) or not np.all(np.isfinite(high)):
+        raise ConfigError(f"env '{name}' has action space {space}; jepalab needs a bounded continuous Box "
+                          "(discrete or unbounded actions cannot be normalized to [-1, 1]).")
+    return np.asarray(low, np.float64), np.asarray(high, np.float64)
+
+
 def _vec(x: np.ndarray | Tensor) -> np.ndarray:
     return np.asarray(x.detach().cpu() if isinstance(x, Tensor) else x, np.float64).reshape(-1)
 

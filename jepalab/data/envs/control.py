@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from jepalab.data.envs.base import Adapter
+from jepalab.data.envs.base import Adapter, action_box
 from jepalab.errors import ConfigError, MissingDependencyError
 
 PENDULUM_ANGLE_TOL, PENDULUM_SPEED_TOL = 0.1, 0.3
@@ -51,9 +51,7 @@ def pendulum_goal_success(state: np.ndarray, goal_state: np.ndarray) -> tuple[bo
 
 def pendulum_adapter(raw: Any, name: str = "Pendulum-v1") -> Adapter:
     """The adapter of a ``Pendulum-v1`` instance made with ``render_mode="rgb_array"``."""
-    from jepalab.data.envs.external import _box
-
-    low, high = _box(raw.action_space, name)
+    low, high = action_box(raw.action_space, name)
 
     def pixels(env: Any, obs: Any) -> np.ndarray:
         u = env.unwrapped
@@ -110,9 +108,7 @@ def reacher_state(physics: Any) -> np.ndarray:
 
 def reacher_adapter(raw: Any, name: str = REACHER_ID) -> Adapter:
     """The adapter of a shimmy ``dm_control/reacher-*`` instance (``render_mode="rgb_array"``)."""
-    from jepalab.data.envs.external import _box
-
-    low, high = _box(raw.action_space, name)
+    low, high = action_box(raw.action_space, name)
     radius = float(_physics(raw).named.model.geom_size["target", 0])
 
     def goal_success(state: np.ndarray, goal_state: np.ndarray) -> tuple[bool, float]:

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from jepalab.data.envs.base import Adapter
+from jepalab.data.envs.base import Adapter, action_box
 from jepalab.errors import ConfigError, MissingDependencyError
 
 PUSHT_PIP = "pip install gym-pusht"
@@ -68,14 +68,6 @@ def _render(env: Any, obs: Any) -> np.ndarray:
     return np.asarray(frame)
 
 
-def _box(space: Any, name: str) -> tuple[np.ndarray, np.ndarray]:
-    low, high = getattr(space, "low", None), getattr(space, "high", None)
-    if low is None or high is None or not np.all(np.isfinite(low)) or not np.all(np.isfinite(high)):
-        raise ConfigError(f"env '{name}' has action space {space}; jepalab needs a bounded continuous Box "
-                          "(discrete or unbounded actions cannot be normalized to [-1, 1]).")
-    return np.asarray(low, np.float64), np.asarray(high, np.float64)
-
-
 # ---------------------------------------------------------------- Push-T
 def make_pusht(**kwargs: Any) -> tuple[Any, Adapter]:
     """gym-pusht's ``PushT-v0`` with 96 px pixels + agent position observations (headless)."""
@@ -84,7 +76,7 @@ def make_pusht(**kwargs: Any) -> tuple[Any, Adapter]:
     _import("gym_pusht", PUSHT_PIP, "Push-T")
     opts = {"obs_type": "pixels_agent_pos", "render_mode": "rgb_array", **kwargs}
     raw = gym.make("gym_pusht/PushT-v0", **opts)
-    low, high = _box(raw.action_space, "pusht")
+    low, high = action_box(raw.action_space, "pusht")
 
     def state(env: Any, obs: Any, info: dict) -> np.ndarray:
         u = env.unwrapped
@@ -180,7 +172,7 @@ def _load_tworoom_class() -> type:
 def make_tworoom(**kwargs: Any) -> tuple[Any, Adapter]:
     """stable-worldmodel's Two-Room navigation env (224 px frames, rendered by torch on CPU)."""
     raw = _load_tworoom_class()(**kwargs)
-    low, high = _box(raw.action_space, "tworoom")
+    low, high = action_box(raw.action_space, "tworoom")
     def goal(env: Any, info: dict) -> dict[str, np.ndarray]:
         target = np.asarray(info.get("goal_state"), np.float32)
         u = env.unwrapped
@@ -239,7 +231,7 @@ def make_gym(env_id: str, **kwargs: Any) -> tuple[Any, Adapter]:
 
 def gym_adapter(raw: Any, name: str = "custom") -> Adapter:
     """The generic adapter for a gymnasium env instance (``render_mode="rgb_array"``, Box actions)."""
-    low, high = _box(raw.action_space, name)
+    low, high = action_box(raw.action_space, name)
 
     def proprio(env: Any, obs: Any, info: dict) -> np.ndarray:
         if isinstance(obs, dict):
