@@ -192,10 +192,13 @@ def cmd_evaluate_planning(args: argparse.Namespace) -> int:
     if out.is_dir():
         raise ConfigError(f"--out {out} is a directory; give the path of the JSON file to write, e.g. {out / 'planning.json'}.")
     check_writable_dir(out.parent, "--out")
-    r = evaluate_planning(model, args.env, args.data, episodes=args.episodes, goal_offset=args.goal_offset,
-                          budget=args.budget, planner=args.planner, planner_kwargs=_planner_kwargs(args),
-                          test_every=args.test_every, seed=args.seed, baseline=not args.no_baseline, out=out,
-                          progress=not args.no_progress)
+    from jepalab.trainer.lock import RunLock
+
+    with RunLock(args.run_dir, "evaluate-planning"):  # not while a train/resume is still writing the run
+        r = evaluate_planning(model, args.env, args.data, episodes=args.episodes, goal_offset=args.goal_offset,
+                              budget=args.budget, planner=args.planner, planner_kwargs=_planner_kwargs(args),
+                              test_every=args.test_every, seed=args.seed, baseline=not args.no_baseline, out=out,
+                              progress=not args.no_progress)
     rnd = r["random_success_rate"]
     print(f"env {r['env']}, planner {r['planner']}, {r['episodes']} held-out goals ({r['goal_offset']} steps ahead, "
           f"budget {r['budget']}); success = {r['criterion']}")

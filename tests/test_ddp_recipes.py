@@ -248,3 +248,14 @@ def test_global_batchnorm_and_gather_rows_equal_one_process(tmp_path: Path) -> N
 
 if __name__ == "__main__":
     worker_main(sys.argv[1:])
+
+
+@needs_gloo
+def test_compact_worldmodel_two_processes_equal_one(tmp_path: Path) -> None:
+    # the compact planning model's variance-covariance terms are batch statistics: over all ranks
+    compact = ["model.encoder=keypoint", "model.embed_dim=8", "model.keypoints=4", "model.predictor=mlp",
+               "model.pred_dim=32", "model.history=1", "model.sigreg_weight=0.0", "model.var_weight=1.0",
+               "model.cov_weight=0.04", "model.idm_weight=1.0", "model.rollout_steps=2"]
+    one, two, args = _one_vs_two(tmp_path, "worldmodel_bouncing.yaml", ["train.batch_size=8", *compact],
+                                 float64=True)
+    _assert_same_training(one, two, args, atol=1e-8)

@@ -35,6 +35,7 @@ from torch import Tensor, nn
 from jepalab.errors import ConfigError, ShapeError
 from jepalab.nn.ac_predictor import ActionConditionedPredictor
 from jepalab.nn.mlp_dynamics import MLPDynamics
+from jepalab.objectives.cross_rank import gather_rows
 from jepalab.objectives.inverse_dynamics import InverseDynamicsHead
 from jepalab.objectives.vicreg import covariance_term, variance_term
 from jepalab.objectives.prediction import KINDS, prediction_loss
@@ -161,7 +162,7 @@ class WorldModel(Recipe):
             return ViTFrameEncoder(c.img_size, c.in_chans, c.embed_dim, c.patch_size, c.enc_depth,
                                    c.enc_heads, c.proj_hidden)
         if c.encoder == "conv":
-            from .future import FrameEncoder
+            from jepalab.nn.frame import FrameEncoder
 
             return FrameEncoder(c.img_size, c.in_chans, c.embed_dim, c.enc_width, c.enc_dim)
         if c.encoder == "keypoint":
@@ -286,8 +287,10 @@ class WorldModel(Recipe):
             out["sigreg"] = reg.detach()
         c = self.config
         if c.var_weight > 0 or c.cov_weight > 0:  # per time step, as SIGReg: a clip's own frames are not spread
-            var = torch.stack([variance_term(z[:, i]) for i in range(t)]).mean()
-            cov = torch.stack([covariance_term(z[:, i]) for i in range(t)]).mean()
+            # over the global batch under DDP (gather_rows), so W processes train what one does
+            zs = [gather_rows(z[:, i]) for i in range(t)]
+            var = torch.stack([variance_term(x) for x in zs]).mean()
+            cov = torch.stack([covariance_term(x) for x in zs]).mean()
             loss = loss + c.var_weight * var + c.cov_weight * cov
             out["variance"], out["covariance"] = var.detach(), cov.detach()
         if c.idm_weight > 0:
