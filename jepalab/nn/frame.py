@@ -9,11 +9,33 @@ Shapes: frames ``(B, C, H, W)``, clips ``(B, T, C, H, W)``, embeddings ``(B, D)`
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor, nn
 
 from jepalab.errors import ConfigError, ShapeError
 from jepalab.nn.conv import ConvEncoder
+
+
+@dataclass
+class FrameConfig:
+    """Sizes of the frame encoder and predictor, the part every frame-level recipe's config shares
+    (the recipes add their own fields by subclassing), so each size and its check is declared
+    once."""
+
+    img_size: int = 32
+    in_chans: int = 1
+    embed_dim: int = 64          # D: one embedding per frame
+    enc_width: int = 16          # conv trunk width
+    enc_dim: int = 64            # channels of the conv feature-map cells before the projector
+    context_frames: int = 3      # k: frames the predictor sees
+    pred_hidden: int = 256
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` for a value the layers cannot be built with."""
+        if self.context_frames < 1:
+            raise ConfigError(f"model.context_frames must be >= 1, got {self.context_frames}.")
 
 
 class FrameEncoder(nn.Module):
@@ -124,4 +146,4 @@ class FrameDecoder(nn.Module):
         return torch.sigmoid(self.net(h))
 
 
-__all__ = ["FrameEncoder", "FramePredictor", "FrameDecoder", "check_clip", "windows"]
+__all__ = ["FrameConfig", "FrameEncoder", "FramePredictor", "FrameDecoder", "check_clip", "windows"]

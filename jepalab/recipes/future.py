@@ -34,21 +34,15 @@ import torch
 from torch import Tensor, nn
 
 from jepalab.errors import ConfigError, ShapeError
-from jepalab.nn.frame import FrameEncoder, FramePredictor, check_clip, windows
+from jepalab.nn.frame import FrameConfig, FrameEncoder, FramePredictor, check_clip, windows
 from jepalab.recipes.base import Recipe
 
 
 @dataclass
-class FutureConfig:
-    """Hyper-parameters of :class:`FutureJEPA` (and, shared, of the pixel twin)."""
+class FutureConfig(FrameConfig):
+    """Hyper-parameters of :class:`FutureJEPA`: the frame layers' sizes (:class:`FrameConfig`)
+    plus how collapse is prevented and the latent variable z."""
 
-    img_size: int = 32
-    in_chans: int = 1
-    embed_dim: int = 64          # D: one embedding per frame
-    enc_width: int = 16          # conv trunk width
-    enc_dim: int = 64            # channels of the conv feature-map cells before the projector
-    context_frames: int = 3      # k
-    pred_hidden: int = 256
     anti_collapse: str = "sigreg"  # "ema" | "sigreg"
     sigreg_weight: float = 0.1     # lambda in (1 - lambda) * pred + lambda * SIGReg
     sigreg_proj: int = 256
@@ -63,24 +57,23 @@ class FutureConfig:
     latent_reseed_every: int = 0  # discrete: re-seed codes that stopped winning every N steps (0: never)
     latent_to_hidden: bool = False  # also add Linear(z) to the predictor's hidden layer (a strong z path)
 
-
-def _check_config(cfg: FutureConfig) -> None:
-    if cfg.anti_collapse not in ("ema", "sigreg"):
-        raise ConfigError(f"model.anti_collapse must be 'ema' or 'sigreg', got '{cfg.anti_collapse}'.")
-    if cfg.context_frames < 1:
-        raise ConfigError(f"model.context_frames must be >= 1, got {cfg.context_frames}.")
-    if cfg.latent_dim < 0 or (cfg.latent_dim > 0 and cfg.latent_samples < 1):
-        raise ConfigError("model.latent_dim must be >= 0 and model.latent_samples >= 1 when z is used.")
-    if not 0.0 <= cfg.latent_relax < 1.0:
-        raise ConfigError(f"model.latent_relax must be in [0, 1), got {cfg.latent_relax}.")
-    if cfg.latent_kind not in ("gaussian", "discrete"):
-        raise ConfigError(f"model.latent_kind must be 'gaussian' or 'discrete', got '{cfg.latent_kind}'.")
-    if cfg.latent_kind == "discrete" and cfg.latent_dim > 0 and cfg.latent_samples < 2:
-        raise ConfigError("model.latent_kind='discrete' needs model.latent_samples >= 2 codes (one per future).")
-    if cfg.latent_warmup < 0 or cfg.latent_reseed_every < 0:
-        raise ConfigError("model.latent_warmup and model.latent_reseed_every must be >= 0.")
-    if not 0.0 <= cfg.sigreg_weight < 1.0:
-        raise ConfigError(f"model.sigreg_weight must be in [0, 1), got {cfg.sigreg_weight}.")
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` for any inconsistent field."""
+        super().validate()
+        if self.anti_collapse not in ("ema", "sigreg"):
+            raise ConfigError(f"model.anti_collapse must be 'ema' or 'sigreg', got '{self.anti_collapse}'.")
+        if self.latent_dim < 0 or (self.latent_dim > 0 and self.latent_samples < 1):
+            raise ConfigError("model.latent_dim must be >= 0 and model.latent_samples >= 1 when z is used.")
+        if not 0.0 <= self.latent_relax < 1.0:
+            raise ConfigError(f"model.latent_relax must be in [0, 1), got {self.latent_relax}.")
+        if self.latent_kind not in ("gaussian", "discrete"):
+            raise ConfigError(f"model.latent_kind must be 'gaussian' or 'discrete', got '{self.latent_kind}'.")
+        if self.latent_kind == "discrete" and self.latent_dim > 0 and self.latent_samples < 2:
+            raise ConfigError("model.latent_kind='discrete' needs model.latent_samples >= 2 codes (one per future).")
+        if self.latent_warmup < 0 or self.latent_reseed_every < 0:
+            raise ConfigError("model.latent_warmup and model.latent_reseed_every must be >= 0.")
+        if not 0.0 <= self.sigreg_weight < 1.0:
+            raise ConfigError(f"model.sigreg_weight must be in [0, 1), got {self.sigreg_weight}.")
 
 
 class FutureJEPA(Recipe):
@@ -91,7 +84,7 @@ class FutureJEPA(Recipe):
 
     def __init__(self, config: FutureConfig) -> None:
         super().__init__(config)
-        _check_config(config)
+        config.validate()
         c = config
         self.encoder = FrameEncoder(c.img_size, c.in_chans, c.embed_dim, c.enc_width, c.enc_dim)
         self.predictor = FramePredictor(c.embed_dim, c.context_frames, c.pred_hidden, c.latent_dim,

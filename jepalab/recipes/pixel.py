@@ -16,21 +16,15 @@ import torch
 from torch import Tensor, nn
 
 from jepalab.errors import ConfigError, ShapeError
-from jepalab.nn.frame import FrameDecoder, FrameEncoder, FramePredictor, check_clip, windows
+from jepalab.nn.frame import FrameConfig, FrameDecoder, FrameEncoder, FramePredictor, check_clip, windows
 from jepalab.recipes.base import Recipe
 
 
 @dataclass
-class PixelConfig:
-    """Hyper-parameters of :class:`PixelTwin`; the shared ones mean what they mean in FutureConfig."""
+class PixelConfig(FrameConfig):
+    """Hyper-parameters of :class:`PixelTwin`: the frame layers' sizes (:class:`FrameConfig`, as in
+    FutureConfig) plus the decoder's width."""
 
-    img_size: int = 32
-    in_chans: int = 1
-    embed_dim: int = 64
-    enc_width: int = 16
-    enc_dim: int = 64
-    context_frames: int = 3
-    pred_hidden: int = 256
     dec_width: int = 16
 
 
@@ -42,9 +36,8 @@ class PixelTwin(Recipe):
 
     def __init__(self, config: PixelConfig) -> None:
         super().__init__(config)
+        config.validate()
         c = config
-        if c.context_frames < 1:
-            raise ConfigError(f"model.context_frames must be >= 1, got {c.context_frames}.")
         self.encoder = FrameEncoder(c.img_size, c.in_chans, c.embed_dim, c.enc_width, c.enc_dim)
         self.predictor = FramePredictor(c.embed_dim, c.context_frames, c.pred_hidden)
         self.decoder = FrameDecoder(c.embed_dim, c.img_size, c.in_chans, c.dec_width)
