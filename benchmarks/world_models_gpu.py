@@ -18,6 +18,9 @@ scale one GPU allows in minutes:
 5. the time of one full LeWM plan on the GPU (queue drained), its FLOPs and the fraction of the
    GPU's measured TF32 matmul peak.
 
+``--recipe compact`` trains the CPU planning model of ``wm_parts.py`` (keypoint encoder + MLP dynamics)
+on the same data instead and evaluates it with CEM 300 x 10 and the min-over-horizon cost.
+
 Run (one env per process; two can share one GPU):
 ``python benchmarks/world_models_gpu.py --envs pusht --out benchmarks/results/world_models_gpu_pusht.json``
 and ``python benchmarks/world_models_gpu.py --md benchmarks/results/world_models_gpu.md A.json B.json``
@@ -55,6 +58,10 @@ SETTINGS: dict[str, dict[str, Any]] = {
 }
 QUICK = dict(episodes=20, steps=60, train_steps=20, batch=16)
 PLAN = dict(samples=300, iterations=30, elites=30, horizon=5)  # LeWM's planner, used for evaluation too
+#: ``--recipe compact``: the CPU planning model of wm_parts.py at 64 px (keypoint encoder + MLP dynamics,
+#: min-over-horizon cost), trained at the GPU budget with the same data
+COMPACT = dict(objective="lewm", img_size=64, in_chans=3, action_dim=2, frameskip=5, loss="l2",
+               **__import__("wm_parts").RECIPES["compact"]["model"])
 
 
 # ---------------------------------------------------------------------------- data
@@ -99,15 +106,18 @@ def record_parallel(env: str, work: Path, s: dict[str, Any], workers: int) -> Pa
 
 
 # ---------------------------------------------------------------------------- train + measure
-def train_model(data: Path, s: dict[str, Any], run_dir: Path, device: str) -> tuple[Any, dict[str, Any]]:
+def train_model(data: Path, s: dict[str, Any], run_dir: Path, device: str,
+                model_cfg: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
     from jepalab.data.trajectories import TrajectoryConfig, TrajectorySource
     from jepalab.recipes.worldmodel import WorldModel, WorldModelConfig
     from jepalab.train import train
     from jepalab.trainer.config import TrainConfig
 
     torch.manual_seed(0)
-    model = WorldModel(WorldModelConfig(**MODEL))
-    src = TrajectorySource(TrajectoryConfig(path=str(data), frames=4, frameskip=MODEL["frameskip"],
+    cfg = model_cfg or MODEL
+    model = WorldModel(WorldModelConfig(**cfg))
+    frames = cfg.get("rollout_steps", 0) + 1 if cfg.get("predictor") == "mlp" else 4
+    src = TrajectorySource(TrajectoryConfig(path=str(data), frames=frames, frameskip=MODEL["frameskip"],
                                             channels=MODEL["in_chans"], img_size=MODEL["img_size"]))
     tc = TrainConfig(steps=s["train_steps"], batch_size=s["batch"], lr=s["lr"], weight_decay=0.05,
                      warmup_steps=max(1, s["train_steps"] // 15), log_every=100, monitor_every=500,
@@ -136,16 +146,19 @@ def gpu_peak_tflops(device: torch.device) -> float:
     return best
 
 
-def run_env(env: str, work: Path, quick: bool, goals: int, workers: int, device: str) -> dict[str, Any]:
+def run_env(env: str, work: Path, quick: bool, goals: int, workers: int, device: str,
+            recipe: str = "lewm") -> dict[str, Any]:
     wm = __import__("wm_parts")
     from jepalab.planning.evaluate import evaluate_planning
 
     s = {**SETTINGS[env], **(QUICK if quick else {})}
     t0 = time.perf_counter()
     data = record_parallel(env, work, s, workers)
-    out: dict[str, Any] = {"env": env, "settings": s, "model": MODEL, "record_s": time.perf_counter() - t0}
+    cfg = COMPACT if recipe == "compact" else MODEL
+    out: dict[str, Any] = {"env": env, "settings": s, "model": cfg, "recipe": recipe,
+                           "record_s": time.perf_counter() - t0}
     print(f"[{env}] recorded {s['episodes']} episodes in {out['record_s']:.0f} s", flush=True)
-    model, tr = train_model(data, s, work / env / "run", device)
+    model, tr = train_model(data, s, work / env / f"run_{recipe}", device, cfg)
     out.update(tr)
     print(f"[{env}] trained {s['train_steps']} steps in {tr['train_s']:.0f} s, loss {tr['final_loss']:.4f}", flush=True)
     out["rollout"] = wm.rollout_error(model, data, env, img=MODEL["img_size"], chans=MODEL["in_chans"])
@@ -153,7 +166,8 @@ def run_env(env: str, work: Path, quick: bool, goals: int, workers: int, device:
     out["peak_tflops"] = gpu_peak_tflops(dev)
     out["speed"] = wm.plan_speed(model, out["peak_tflops"] * 1e3, PLAN)
     print(f"[{env}] one plan {out['speed']['s_per_plan']:.3f} s", flush=True)
-    plan = {**PLAN, "noise_beta": 2.0, **({"iterations": 3} if quick else {})}  # coloured noise: WORLD_MODELS.md
+    plan = {**PLAN, **({"iterations": 10, "reduce": "min"} if recipe == "compact" else {}),
+            **({"iterations": 3} if quick else {})}
     t1 = time.perf_counter()
     r = evaluate_planning(model, env, data, episodes=goals, goal_offset=25, budget=50, planner="cem",
                           planner_kwargs=plan, seed=0)
@@ -174,7 +188,7 @@ def to_markdown(results: list[dict[str, Any]], cmd: str) -> str:
          "| goals | s / plan (median, eval) | criterion |", "|---|---|---|---:|---|---:|---:|---:|---:|---|"]
     for r in results:
         s, p = r["settings"], r["planning"]
-        L.append(f"| {r['env']} | {r['device']} | {s['episodes']} x <= {s['steps']} | {r['params'] / 1e6:.1f}M | "
+        L.append(f"| {r['env']} ({r.get('recipe', 'lewm')}) | {r['device']} | {s['episodes']} x <= {s['steps']} | {r['params'] / 1e6:.1f}M | "
                  f"{s['train_steps']} x {s['batch']} / {r['train_s']:.0f} | {100 * p['success_rate']:.0f}% | "
                  f"{100 * p['random_success_rate']:.0f}% | {p['episodes']} | {p['s_per_plan']:.3f} | {p['criterion']} |")
     L += ["", "Latent rollout error (held-out clips; squared error / embedding variance; h = model steps):", "",
@@ -200,6 +214,8 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=max(2, (os.cpu_count() or 2) // 2), help="recording processes")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--quick", action="store_true")
+    p.add_argument("--recipe", choices=("lewm", "compact"), default="lewm",
+                   help="lewm: LeWM's ViT-tiny and CEM 300 x 30 (default); compact: wm_parts.py's planning model")
     p.add_argument("--work", type=Path, default=HERE.parent / "runs" / "bench_world_models_gpu")
     p.add_argument("--out", type=Path, default=None, help="JSON results file (one per process)")
     p.add_argument("--md", type=Path, default=None, help="merge the JSON files given as arguments into this table")
@@ -215,7 +231,7 @@ def main() -> None:
     cmd = "python benchmarks/world_models_gpu.py " + " ".join(sys.argv[1:])
     res = []
     for env in a.envs:
-        res.append({**run_env(env, a.work, a.quick, goals, a.workers, a.device), "command": cmd})
+        res.append({**run_env(env, a.work, a.quick, goals, a.workers, a.device, a.recipe), "command": cmd})
         if a.out is not None:
             a.out.parent.mkdir(parents=True, exist_ok=True)
             write_text_atomic(a.out, json.dumps(res, indent=2, default=str))

@@ -26,4 +26,9 @@ for env in pusht tworoom; do
 done
 wait
 tail -5 "$RESULTS"/world_models_gpu_pusht.log "$RESULTS"/world_models_gpu_tworoom.log
+for env in pusht tworoom; do   # the compact planning model on the same recorded data
+    "$PY" benchmarks/world_models_gpu.py --recipe compact --envs $env --workers "$WORKERS" --work /tmp/wm_gpu \
+        --out "$RESULTS/world_models_gpu_compact_$env.json" > "$RESULTS/world_models_gpu_compact_$env.log" 2>&1 &
+done
+wait
 "$PY" benchmarks/world_models_gpu.py --md "$RESULTS/world_models_gpu.md" "$RESULTS"/world_models_gpu_*.json
