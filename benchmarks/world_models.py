@@ -65,7 +65,7 @@ def run_env(env: str, a: argparse.Namespace) -> dict[str, Any]:
             _save(env, a, res | {"recipes": {**res["recipes"], recipe: rows}})
         res["recipes"][recipe] = rows
     if not a.no_lightly and "lewm" in a.recipes:
-        res["lightly"] = lightly_twin(env, a.work, data, a.goals, a.quick)
+        res["lightly"] = lightly_twin(env, a.work, data, a.lewm_goals, a.quick)
     res["torch"], res["threads"] = torch.__version__, torch.get_num_threads()
     return res
 
@@ -135,6 +135,8 @@ def main() -> None:
     p.add_argument("--work", type=Path, default=ROOT / "runs" / "bench_world_models")
     p.add_argument("--out-dir", type=Path, default=RESULTS)
     p.add_argument("--report", action="store_true", help="merge results/world_models_<env>.json into the .md")
+    p.add_argument("--lightly-only", action="store_true",
+                   help="only add the lightly LeWMLoss twin to an env's existing results file")
     p.add_argument("--lightly-worker", default=None, help=argparse.SUPPRESS)
     a = p.parse_args()
     torch.set_num_threads(1)
@@ -157,6 +159,16 @@ def main() -> None:
     if min(a.goals, a.study_goals, a.lewm_goals) < 1:
         p.error("--goals, --study-goals and --lewm-goals must be >= 1")
     a.load = " / ".join(f"{x:.1f}" for x in os.getloadavg())
+    if a.lightly_only:
+        for env in a.envs:
+            path = a.out_dir / f"world_models_{slug(env)}{'_quick' if a.quick else ''}.json"
+            res = json.loads(path.read_text())
+            res["lightly"] = lightly_twin(env, a.work, record(env, a.work, {**DATA[env], **(
+                {"episodes": QUICK["episodes"]} if a.quick else {})}), a.lewm_goals, a.quick)
+            res["lightly"]["command"] = _command(a) + " --lightly-only"
+            write_text_atomic(path, json.dumps(res, indent=2, default=str))
+            print(f"{env}: lightly twin {res['lightly'].get('cem', res['lightly'])}", flush=True)
+        return
     for env in a.envs:
         why = available(env)
         if why:
