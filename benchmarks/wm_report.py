@@ -76,7 +76,8 @@ def write_report(results: Path, out: Path, suffix: str = "") -> str:
     L += ["", "Runs:"]
     for env, res in found.items():
         lt = res.get("lightly", {"skipped": "not run"})
-        twin = (f"lightly LeWMLoss twin {_pct(lt['cem'])} on {lt['cem']['episodes']} goals" if "cem" in lt
+        twin = (f"lightly LeWMLoss twin (LeWM recipe, lightly 1.6.0 in `.venv-bench`) {_pct(lt['cem'])} on "
+                f"{lt['cem']['episodes']} goals, `{lt.get('command', '?')}`" if "cem" in lt
                 else f"lightly twin: {lt.get('skipped')}")
         L.append(f"- {env}: `{res['command']}` — {res['data']['episodes']} episodes recorded in "
                  f"{res['record_s'] / 60:.1f} min; whole run {res.get('wall_min', float('nan')):.0f} min; load average "

@@ -39,7 +39,8 @@ RESULTS = HERE / "results"
 
 def run_env(env: str, a: argparse.Namespace) -> dict[str, Any]:
     """Everything measured on one env (module docstring)."""
-    d = {**DATA[env], **({"episodes": QUICK["episodes"]} if a.quick else {})}
+    d = {**DATA[env], **({"episodes": a.episodes} if a.episodes else {}),
+         **({"episodes": QUICK["episodes"]} if a.quick else {})}
     t0 = time.perf_counter()
     data = record(env, a.work, d)
     res: dict[str, Any] = {"data": d, "record_s": time.perf_counter() - t0, "recipes": {}}
@@ -108,6 +109,16 @@ def _save(env: str, a: argparse.Namespace, res: dict[str, Any]) -> None:
 
 def _command(a: argparse.Namespace) -> str:
     parts = ["python benchmarks/world_models.py", "--envs", *a.envs]
+    if a.recipes != list(RECIPES):
+        parts += ["--recipes", *a.recipes]
+    if a.out_dir != RESULTS:
+        parts += ["--out-dir", str(a.out_dir.relative_to(ROOT) if a.out_dir.is_relative_to(ROOT) else a.out_dir)]
+    if a.work != ROOT / "runs" / "bench_world_models":
+        parts += ["--work", str(a.work.relative_to(ROOT) if a.work.is_relative_to(ROOT) else a.work)]
+    if a.no_lightly:
+        parts.append("--no-lightly")
+    if a.episodes:
+        parts += ["--episodes", str(a.episodes)]
     if a.quick:
         parts.append("--quick")
     if a.goals != 100:
@@ -130,6 +141,8 @@ def main() -> None:
     p.add_argument("--study-goals", type=int, default=50, help="goals per planner/cost study (default 50)")
     p.add_argument("--lewm-goals", type=int, default=50,
                    help="goals for the lewm recipe (default 50: its transformer plans ~15x slower on this CPU)")
+    p.add_argument("--episodes", type=int, default=None,
+                   help="recorded episodes (default: the env's setting in wm_parts.DATA, 200; a multiple of 4)")
     p.add_argument("--quick", action="store_true", help="tiny data and budget: a smoke run, not the table")
     p.add_argument("--no-lightly", action="store_true", help="skip the lightly LeWMLoss twin")
     p.add_argument("--work", type=Path, default=ROOT / "runs" / "bench_world_models")
@@ -156,6 +169,8 @@ def main() -> None:
         sfx = "_quick" if a.quick else ""
         write_report(a.out_dir, a.out_dir / f"world_models{sfx}.md", sfx)
         return
+    if a.episodes is not None and (a.episodes < 20 or a.episodes % 4):
+        p.error("--episodes must be a multiple of 4, at least 20 (random/expert pairs; 10% held out)")
     if min(a.goals, a.study_goals, a.lewm_goals) < 1:
         p.error("--goals, --study-goals and --lewm-goals must be >= 1")
     a.load = " / ".join(f"{x:.1f}" for x in os.getloadavg())
