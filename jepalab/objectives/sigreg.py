@@ -17,38 +17,13 @@ Implemented from the paper's equations only.
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
 from jepalab.errors import ConfigError, ShapeError
-
-
-class _AllReduceSum(torch.autograd.Function):
-    """Sum over ranks whose backward also sums over ranks.
-
-    Every rank computes the same global loss from the reduced ECF, so summing the incoming
-    gradients makes each rank's local gradient ``W`` times the true one; DDP's averaging over
-    ``W`` ranks then gives exactly the single-process gradient of the concatenated batch.
-    """
-
-    @staticmethod
-    def forward(ctx: Any, x: Tensor) -> Tensor:  # noqa: D401
-        out = x.clone()
-        dist.all_reduce(out, op=dist.ReduceOp.SUM)
-        return out
-
-    @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> Tensor:
-        grad = grad.contiguous().clone()
-        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
-        return grad
-
-
-def _distributed() -> bool:
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+from jepalab.objectives.cross_rank import all_reduce_sum, distributed
 
 
 class SIGReg(nn.Module):
@@ -86,7 +61,7 @@ class SIGReg(nn.Module):
         a = torch.randn(dim, self.num_proj, generator=generator)
         a = a / a.norm(dim=0, keepdim=True)
         a = a.to(device)
-        if generator is None and self.distributed and _distributed():
+        if generator is None and self.distributed and distributed():
             dist.broadcast(a, src=0)
         return a
 
@@ -106,8 +81,10 @@ class SIGReg(nn.Module):
         xt = x.unsqueeze(-1) * self.t.to(z.dtype)  # (N, P, K)
         ecf = torch.stack([torch.cos(xt).sum(0), torch.sin(xt).sum(0)])  # (2, P, K) sums over N
         n = torch.tensor(float(z.shape[0]), device=z.device, dtype=z.dtype)
-        if self.distributed and _distributed():
-            ecf = _AllReduceSum.apply(ecf)
+        if self.distributed and distributed():
+            # every rank computes the same global loss from the reduced ECF; the backward also sums
+            # over ranks, so DDP's average gives the single-process gradient (objectives/cross_rank.py)
+            ecf = all_reduce_sum(ecf)
             dist.all_reduce(n, op=dist.ReduceOp.SUM)
         ecf = ecf / n
         err = (ecf[0] - self.phi0.to(z.dtype)) ** 2 + ecf[1] ** 2  # (P, K)
