@@ -233,6 +233,7 @@ def evaluate(model: Any, env: str, data: Path, goals: int, planner: str, plan: d
     keep = ("success_rate", "successes", "random_success_rate", "s_per_plan", "flops_per_plan", "criterion",
             "episodes", "mean_steps", "failure_causes", "cost_gap")
     out = {k: r[k] for k in keep}
+    out["per_episode"] = r["per_episode"]  # each goal's row (start, success, steps, failure cause)
     out["wilson"] = wilson(r["successes"], r["episodes"])
     if baseline:
         k = sum(row["random_success"] for row in r["per_episode"])
