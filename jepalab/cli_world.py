@@ -207,6 +207,9 @@ def cmd_evaluate_planning(args: argparse.Namespace) -> int:
     print(f"time per plan  {r['s_per_plan']:.3f} s  ({r['threads']} thread(s), median of {r['plans']} plans)")
     if r["flops_per_plan"]:
         print(f"FLOPs per plan {r['flops_per_plan'] / 1e9:.2f} GFLOP = {r['gflops_per_s']:.1f} GFLOP/s")
+    causes = ", ".join(f"{k} {v}" for k, v in (r.get("failure_causes") or {}).items() if v)
+    if causes:  # jepalab.planning.failures: what to fix (search budget, model, cost, replanning)
+        print(f"failed goals   {causes}")
     print(f"wrote {out}")
     return 0
 
