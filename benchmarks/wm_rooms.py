@@ -28,9 +28,8 @@ from jepalab.atomic import write_text_atomic  # noqa: E402
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    work = ROOT / "runs" / "bench_world_models" / "tworoom"
-    p.add_argument("--run", type=Path, default=work / "run_compact_0")
-    p.add_argument("--data", type=Path, default=work / "mixed")
+    p.add_argument("--run", type=Path, default=ROOT / "runs" / "bench_world_models" / "tworoom" / "run_compact_0")
+    p.add_argument("--data", type=Path, default=ROOT / "runs" / "bench_world_models" / "tworoom" / "mixed")
     p.add_argument("--goals", type=int, default=100)
     p.add_argument("--reduce", default="min", choices=("last", "mean", "min"))
     a = p.parse_args()
