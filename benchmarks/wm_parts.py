@@ -152,7 +152,7 @@ def train_model(model: Any, data: Path, env: str, recipe: str, run_dir: Path, se
     r, d = RECIPES[recipe], DATA[env]
     steps = steps or r["train_steps"]
     src = TrajectorySource(TrajectoryConfig(path=str(data), frames=r["frames"], frameskip=5, channels=d["chans"],
-                                            img_size=d["img"], seed=seed))
+                                            img_size=d["img"], seed=seed, sample=r.get("sample", "clips")))
     tc = TrainConfig(steps=steps, batch_size=r["batch"], lr=r["lr"], weight_decay=0.0,
                      warmup_steps=min(50, steps // 4), log_every=50, monitor_every=0, checkpoint_every=0,
                      progress=False, device="cpu")

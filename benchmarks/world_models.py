@@ -119,6 +119,8 @@ def _command(a: argparse.Namespace) -> str:
         parts.append("--no-lightly")
     if a.episodes:
         parts += ["--episodes", str(a.episodes)]
+    if a.sample != "clips":
+        parts += ["--sample", a.sample]
     if a.quick:
         parts.append("--quick")
     if a.goals != 100:
@@ -143,6 +145,8 @@ def main() -> None:
                    help="goals for the lewm recipe (default 50: its transformer plans ~15x slower on this CPU)")
     p.add_argument("--episodes", type=int, default=None,
                    help="recorded episodes (default: the env's setting in wm_parts.DATA, 200; a multiple of 4)")
+    p.add_argument("--sample", choices=("clips", "episodes"), default="clips",
+                   help="training clips drawn uniformly over clips (default) or over episodes first")
     p.add_argument("--quick", action="store_true", help="tiny data and budget: a smoke run, not the table")
     p.add_argument("--no-lightly", action="store_true", help="skip the lightly LeWMLoss twin")
     p.add_argument("--work", type=Path, default=ROOT / "runs" / "bench_world_models")
@@ -174,6 +178,8 @@ def main() -> None:
     if min(a.goals, a.study_goals, a.lewm_goals) < 1:
         p.error("--goals, --study-goals and --lewm-goals must be >= 1")
     a.load = " / ".join(f"{x:.1f}" for x in os.getloadavg())
+    for r in RECIPES.values():
+        r["sample"] = a.sample
     if a.lightly_only:
         for env in a.envs:
             path = a.out_dir / f"world_models_{slug(env)}{'_quick' if a.quick else ''}.json"

@@ -284,3 +284,26 @@ def test_import_stable_worldmodel_folder(tmp_path: Path) -> None:
         import_swm_folder(tmp_path / "swm", tmp_path / "raw", progress=False)
     with pytest.raises(DataError, match="not a stable-worldmodel folder"):
         import_swm_folder(tmp_path / "out", tmp_path / "x", progress=False)
+
+
+def test_episode_sampling_weighs_short_episodes_like_long_ones(tmp_path: Path) -> None:
+    from jepalab.data.trajectories import TrajectoryConfig, TrajectorySource, save_episode, write_meta
+
+    from jepalab.data.trajectories import FORMAT, VERSION
+
+    write_meta(tmp_path, {"format": FORMAT, "version": VERSION, "env": "bouncing", "img_size": 8})
+    for i, t in enumerate((6, 100)):  # a short episode (2 clips of 5 frames) and a long one (96 clips)
+        save_episode(tmp_path, i, {"frames": np.zeros((t, 8, 8, 1), np.uint8), "actions": np.zeros((t - 1, 2)),
+                                   "proprio": np.zeros((t, 1)), "state": np.arange(t, dtype=np.float32)[:, None],
+                                   "rewards": np.zeros(t - 1), "success": np.zeros(t - 1, bool)})
+    share = {}
+    for sample in ("clips", "episodes"):
+        src = TrajectorySource(TrajectoryConfig(path=str(tmp_path), frames=5, test_every=0, sample=sample))
+        eps, starts = zip(*(src.locate(step, 64) for step in range(30)))
+        eps, starts = torch.cat(eps), torch.cat(starts)
+        assert bool((starts[eps == 0] <= 1).all()) and bool((starts[eps == 1] <= 95).all())
+        share[sample] = float((eps == 0).float().mean())
+        assert src.batch(0, 4)["frames"].shape == (4, 5, 1, 8, 8)
+    assert share["clips"] < 0.06 and 0.4 < share["episodes"] < 0.6
+    with pytest.raises(ConfigError, match="sample"):
+        TrajectoryConfig(path=str(tmp_path), sample="uniform").validate()

@@ -141,6 +141,9 @@ class TrajectoryConfig:
     ``img_size``/``channels`` 0 keep the recorded values; otherwise frames are resized
     (antialiased) / converted to grey on load. ``cache`` keeps all episodes of the split in memory
     (uint8); set it false for datasets larger than RAM (each batch then reads its episodes).
+    ``sample``: ``"clips"`` draws every valid clip with equal probability (long episodes dominate);
+    ``"episodes"`` draws an episode first, then a clip in it, so short episodes (an expert that
+    reaches its target in a few steps) weigh as much as long random ones.
     """
 
     path: str = ""
@@ -152,6 +155,7 @@ class TrajectoryConfig:
     channels: int = 0
     cache: bool = True
     seed: int = 0
+    sample: str = "clips"
 
     def validate(self) -> None:
         if not self.path:
@@ -165,6 +169,8 @@ class TrajectoryConfig:
                 raise ConfigError(f"TrajectoryConfig.{k}={v!r}: use an int >= {lo}.")
         if self.channels not in (0, 1, 3):
             raise ConfigError(f"TrajectoryConfig.channels={self.channels!r}: use 0 (as recorded), 1 or 3.")
+        if self.sample not in ("clips", "episodes"):
+            raise ConfigError(f"TrajectoryConfig.sample={self.sample!r}: use 'clips' or 'episodes'.")
 
 
 def _mix(*parts: int) -> int:
@@ -220,6 +226,11 @@ class TrajectorySource:
         """Episode indices and start steps ``(B,)``, ``(B,)`` of global batch ``step``."""
         c = self.config
         gen = torch.Generator().manual_seed(_mix(c.seed, SPLITS.index(c.split), step))
+        if c.sample == "episodes":
+            pos = torch.randint(0, len(self.episodes), (batch_size,), generator=gen)
+            counts = torch.diff(self._cum, prepend=torch.zeros(1, dtype=torch.long))[pos]
+            start = (torch.rand(batch_size, generator=gen) * counts).long().clamp_max(counts - 1)
+            return torch.tensor(self.episodes)[pos], start
         flat = torch.randint(0, self.num_clips, (batch_size,), generator=gen)
         pos = torch.searchsorted(self._cum, flat, right=True)
         start = flat - torch.cat([torch.zeros(1, dtype=torch.long), self._cum])[pos]
