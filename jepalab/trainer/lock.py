@@ -135,7 +135,7 @@ class RunLock:
         except OSError as e:
             os.close(fd)
             if e.errno in _BUSY_ERRNOS:
-                raise self._busy(read_holder(self.path)) from None
+                raise self._busy(self._wait_for_holder()) from None
             if not existed:  # leave no empty file that the pid-file scheme would take for a lock
                 self.path.unlink(missing_ok=True)
             return None  # e.g. ENOLCK / EOPNOTSUPP on a network file system
@@ -145,6 +145,16 @@ class RunLock:
         self._fd, self._kernel = fd, True
         self._write_me(fd)
         return True
+
+    def _wait_for_holder(self, timeout: float = 2.0) -> dict[str, Any] | None:
+        """The holder's record; the winner of a race writes it just after taking the lock, so an
+        empty file is read again for up to ``timeout`` s before the holder is called unknown."""
+        deadline = time.monotonic() + timeout
+        while True:
+            holder = read_holder(self.path)
+            if holder is not None or time.monotonic() > deadline:
+                return holder
+            time.sleep(0.02)
 
     def _same_file(self, fd: int) -> bool:
         try:
