@@ -50,7 +50,9 @@ def run_env(env: str, a: argparse.Namespace) -> dict[str, Any]:
         seeds = a.seeds if recipe == "compact" else a.seeds[:1]
         for seed in seeds:
             model = world_model(env, recipe, seed)
-            run = a.work / slug(env) / f"run_{recipe}_{seed}"
+            # a variant's run lives beside the default one, never over it (wm_rooms.py reads the default)
+            variant = "" if a.sample == "clips" else f"_{a.sample}"
+            run = a.work / slug(env) / f"run_{recipe}_{seed}{variant}"
             row: dict[str, Any] = {"seed": seed, "train": train_model(model, data, env, recipe, run, seed,
                                                                       QUICK["train_steps"] if a.quick else None)}
             row["rollout"] = rollout_error(model, data, env)
