@@ -183,26 +183,31 @@ def run_env(env: str, work: Path, quick: bool, goals: int, workers: int, device:
 
 # ---------------------------------------------------------------------------- report
 def to_markdown(results: list[dict[str, Any]], cmd: str) -> str:
-    L = ["# World models at a GPU budget (LeWM ViT-tiny, paper's CEM)", "", f"Commands: `{cmd}`", "",
-         "| env | device | data (episodes x steps) | params | train steps x batch / s | success | random "
+    L = ["# World models at a GPU budget (LeWM ViT-tiny with the paper's CEM; the compact recipe)", "",
+         "Run: `RESULTS=benchmarks/results PYTHON=python3 bash benchmarks/world_models_gpu.sh` (wheels for the "
+         "environments carried in `.whl/`), which starts these processes:", "", f"`{cmd}`", "",
+         "| env | device | data (episodes x steps) | params | train steps x batch / s | success [Wilson 95%] | random "
          "| goals | s / plan (median, eval) | criterion |", "|---|---|---|---:|---|---:|---:|---:|---:|---|"]
     for r in results:
         s, p = r["settings"], r["planning"]
+        lo, hi = __import__("wm_parts").wilson(round(p["success_rate"] * p["episodes"]), p["episodes"])
         L.append(f"| {r['env']} ({r.get('recipe', 'lewm')}) | {r['device']} | {s['episodes']} x <= {s['steps']} | {r['params'] / 1e6:.1f}M | "
-                 f"{s['train_steps']} x {s['batch']} / {r['train_s']:.0f} | {100 * p['success_rate']:.0f}% | "
+                 f"{s['train_steps']} x {s['batch']} / {r['train_s']:.0f} | {100 * p['success_rate']:.0f}% "
+                 f"[{100 * lo:.0f}, {100 * hi:.0f}] | "
                  f"{100 * p['random_success_rate']:.0f}% | {p['episodes']} | {p['s_per_plan']:.3f} | {p['criterion']} |")
     L += ["", "Latent rollout error (held-out clips; squared error / embedding variance; h = model steps):", "",
           "| env | model | h=1 | h=2 | h=4 | h=8 |", "|---|---|---:|---:|---:|---:|"]
     for r in results:
-        for name, e in (("LeWM", r["rollout"]["model"]), ("copy-last", r["rollout"]["copy_last"])):
+        for name, e in ((r.get("recipe", "lewm"), r["rollout"]["model"]), ("copy-last", r["rollout"]["copy_last"])):
             L.append(f"| {r['env']} | {name} | " + " | ".join(f"{e[h - 1]:.3f}" if h <= len(e) else "—"
                                                           for h in (1, 2, 4, 8)) + " |")
-    L += ["", "One full LeWM plan (CEM 300 x 30 x horizon 5) with the trained model, fp32 (TF32 matmuls), "
-          "queue drained before and after:", "", "| env | device | s / plan | GFLOP / plan | TFLOP/s | % of TF32 peak |",
-          "|---|---|---:|---:|---:|---:|"]
+    L += ["", "One full plan at LeWM's budget (CEM 300 x 30 x horizon 5) with each trained model, fp32 (TF32 "
+          "matmuls), queue drained before and after:", "",
+          "| env | model | device | s / plan | GFLOP / plan | TFLOP/s | % of TF32 peak |",
+          "|---|---|---|---:|---:|---:|---:|"]
     for r in results:
         sp = r["speed"]
-        L.append(f"| {r['env']} | {r['device']} | {sp['s_per_plan']:.3f} | {sp['gflop_per_plan']:.0f} | "
+        L.append(f"| {r['env']} | {r.get('recipe', 'lewm')} | {r['device']} | {sp['s_per_plan']:.3f} | {sp['gflop_per_plan']:.0f} | "
                  f"{sp['gflops'] / 1e3:.2f} | {sp['pct_peak']:.1f}% (peak {r['peak_tflops']:.0f} TFLOP/s) |")
     return "\n".join(L) + "\n"
 
