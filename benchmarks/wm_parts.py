@@ -44,7 +44,7 @@ RECIPES: dict[str, dict[str, Any]] = {
     "compact": dict(model=dict(encoder="keypoint", embed_dim=16, enc_width=32, keypoints=16, predictor="mlp",
                                pred_dim=256, pred_depth=2, history=1, sigreg_weight=0.0, var_weight=1.0,
                                cov_weight=0.04, idm_weight=1.0, rollout_steps=4),
-                    frames=5, train_steps=600, batch=64, lr=3e-3, reduce="min"),
+                    frames=5, train_steps=1000, batch=64, lr=3e-3, reduce="min"),
     "lewm": dict(model=dict(encoder="conv", embed_dim=64, enc_width=16, enc_dim=32, predictor="transformer",
                             pred_dim=96, pred_depth=2, pred_heads=4, history=3, sigreg_weight=0.09, sigreg_proj=256),
                  frames=4, train_steps=800, batch=16, lr=3e-3, reduce="last"),

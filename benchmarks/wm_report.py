@@ -79,7 +79,9 @@ def write_report(results: Path, out: Path, suffix: str = "") -> str:
         twin = (f"lightly LeWMLoss twin (LeWM recipe, lightly 1.6.0 in `.venv-bench`) {_pct(lt['cem'])} on "
                 f"{lt['cem']['episodes']} goals, `{lt.get('command', '?')}`" if "cem" in lt
                 else f"lightly twin: {lt.get('skipped')}")
-        L.append(f"- {env}: `{res['command']}` — {res['data']['episodes']} episodes recorded in "
+        cmds = list(dict.fromkeys(row.get("command", res["command"]) for rows in res["recipes"].values()
+                                  for row in rows))
+        L.append(f"- {env}: {'; '.join(f'`{c}`' for c in cmds)} — {res['data']['episodes']} episodes recorded in "
                  f"{res['record_s'] / 60:.1f} min; whole run {res.get('wall_min', float('nan')):.0f} min; load average "
                  f"before {res['load_before']}, after {res.get('load_after', '?')}; torch {res.get('torch', '?')}; {twin}.")
     text = "\n".join(L) + "\n"

@@ -103,8 +103,21 @@ def _say(env: str, recipe: str, seed: Any, what: str, r: dict[str, Any]) -> None
 
 
 def _save(env: str, a: argparse.Namespace, res: dict[str, Any]) -> None:
-    res = {**res, "command": _command(a), "load_before": a.load}
+    """Write the env's results file. A run of some recipes (``--recipes compact``) replaces those
+    recipes' rows and keeps the other recipes (and the lightly twin) from the file, when both runs
+    used the same recorded data; each row keeps the command that produced it."""
+    cmd = _command(a)
+    res = {**res, "command": cmd, "load_before": a.load,
+           "recipes": {k: [{**row, "command": cmd} for row in rows] for k, rows in res["recipes"].items()}}
     path = a.out_dir / f"world_models_{slug(env)}{'_quick' if a.quick else ''}.json"
+    if path.is_file():
+        old = json.loads(path.read_text())
+        if old.get("data") == res["data"]:
+            kept = {k: [{"command": old.get("command", "?"), **row} for row in rows]
+                    for k, rows in old.get("recipes", {}).items() if k not in res["recipes"]}
+            res["recipes"] = {**kept, **res["recipes"]}
+            if "lightly" in old and "lightly" not in res:
+                res["lightly"] = {"command": old.get("command", "?"), **old["lightly"]}
     path.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(path, json.dumps(res, indent=2, default=str))
 
