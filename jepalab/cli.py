@@ -298,6 +298,8 @@ def build_parser() -> argparse.ArgumentParser:
     from jepalab.cli_world import register as register_world  # plan, evaluate-planning
 
     register_world(sub)
+    from jepalab.cli_vl import register as register_vl  # answer, describe
+    register_vl(sub)
     return parser
 
 

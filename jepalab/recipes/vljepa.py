@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from jepalab.errors import ConfigError
+from jepalab.errors import ConfigError, ShapeError
 from jepalab.nn.blocks import Transformer
 from jepalab.nn.text_decoder import TextDecoder, Vocab
 from jepalab.objectives.infonce import InfoNCE, same_rows
@@ -126,6 +126,16 @@ class VLJEPA(Recipe):
     def encode(self, x: Tensor) -> Tensor:
         """Query-free (caption) embedding of clips ``(B, T, 3, S, S) -> (B, 384)``."""
         return self.predict(x)
+
+    @torch.no_grad()
+    def encode_stream(self, frames: Tensor, chunk: int = 128) -> Tensor:
+        """Caption embeddings of every window of a long video ``(N, 3, S, S) -> (N - T + 1, 384)``;
+        row ``i`` sees frames ``i .. i + T - 1`` (causal: it describes the stream up to its last frame)."""
+        t = self.config.frames
+        if frames.dim() != 4 or frames.shape[0] < t:
+            raise ShapeError(f"encode_stream expects frames (N, 3, H, W) with N >= {t}; got {tuple(frames.shape)}.")
+        wins = frames.unfold(0, t, 1).permute(0, 4, 1, 2, 3)
+        return torch.cat([self.predict(wins[i:i + chunk].contiguous()) for i in range(0, len(wins), chunk)])
 
     # --- read-outs -----------------------------------------------------------------------------
     @torch.no_grad()
