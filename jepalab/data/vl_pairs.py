@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from jepalab.data import shapes_text as W
-from jepalab.data.shapes_world import Clip, render
+from jepalab.data.shapes_draw import Clip, render
 from jepalab.data.source import mix_seed
 
 
