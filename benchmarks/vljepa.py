@@ -42,16 +42,21 @@ def params(model: torch.nn.Module, skip: str = "") -> int:
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="tiny budget (about 2 minutes): what the tests run")
-    ap.add_argument("--steps", type=int, default=None, help="training steps per model (default 600, quick 40)")
+    ap.add_argument("--steps", type=int, default=None, help="training steps per model (default 400, quick 40)")
     ap.add_argument("--batch", type=int, default=None, help="batch size (default 32, quick 16)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     ap.add_argument("--out", default=None, help="results JSON (default benchmarks/results/vljepa[_quick].json)")
     ap.add_argument("--table", default=None, help="markdown table (default benchmarks/VLJEPA[_quick].md)")
     a = ap.parse_args(argv)
+    shown = [x for x in (sys.argv[1:] if argv is None else argv)]
+    for flag in ("--out", "--table"):
+        if flag in shown:
+            i = shown.index(flag)
+            del shown[i:i + 2]
     torch.set_num_threads(a.threads)
     q = a.quick
-    steps = a.steps or (40 if q else 600)
+    steps = a.steps or (40 if q else 400)
     batch = a.batch or (16 if q else 32)
     n_eval, n_lat = (48, 4) if q else (400, 20)
     tag = "_quick" if q else ""
@@ -64,7 +69,7 @@ def main(argv: list[str] | None = None) -> dict:
     base = dict(caption_steps=caption_steps, pred_dim=128, pred_heads=4)
     specs = {"vljepa": (VLJEPA, dict(pred_depth=2)), "vljepa_small": (VLJEPA, dict(pred_depth=1)),
              "token_twin": (TokenTwin, dict(pred_depth=2)), "clip_style": (ClipStyle, dict(pred_depth=2))}
-    res: dict = {"config": {"steps": steps, "batch": batch, "caption_steps": caption_steps, "seed": a.seed,
+    res: dict = {"command": " ".join(["python benchmarks/vljepa.py"] + shown), "config": {"steps": steps, "batch": batch, "caption_steps": caption_steps, "seed": a.seed,
                             "threads": a.threads, "quick": q, "n_eval": n_eval, **base}, "models": {}}
     models = {}
     for name, (cls, extra) in specs.items():

@@ -181,9 +181,9 @@ def unseen_auroc(model, n: int, seed: int) -> dict:
 
 def write_table(res: dict, path: Path, json_path: Path, quick: bool) -> None:
     m = res["models"]
-    cmd = "python benchmarks/vljepa.py" + (" --quick" if quick else "")
+    cmd = res.get("command") or "python benchmarks/vljepa.py" + (" --quick" if quick else "")
     lines = [f"# VL-JEPA vs a token-generating twin ({'quick smoke run' if quick else 'full run'})", "",
-             f"Command: `{cmd}` (results: `{json_path.relative_to(json_path.parents[2]) if len(json_path.parents) > 2 else json_path}`). "
+             f"Command: `{cmd}` (results: `results/{json_path.name}`). "
              f"{res['config']['steps']} steps x batch {res['config']['batch']} per model, "
              f"{res['config']['caption_steps']} of them caption pretraining; test split = held-out wordings, half the "
              f"clips with a held-out colour-shape pair; {res['config']['n_eval']} test questions.", "",

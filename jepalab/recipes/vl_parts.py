@@ -88,17 +88,19 @@ class YSpace:
     the predictors read the query through."""
 
     dim = 384
+    # One frozen encoder and one cache per process: every model built here (VL-JEPA and the
+    # models it is compared with) shares them, so a text is embedded once.
+    _shared: MiniLMEncoder | None = None
+    _cache: dict[bytes, Tensor] = {}
 
     def __init__(self) -> None:
         minilm_dir()  # a missing wheel fails here, when the model is built, before any work
-        self._model: MiniLMEncoder | None = None
-        self._cache: dict[bytes, Tensor] = {}
 
     @property
     def model(self) -> MiniLMEncoder:
-        if self._model is None:
-            self._model = MiniLMEncoder.from_wheel()
-        return self._model
+        if YSpace._shared is None:
+            YSpace._shared = MiniLMEncoder.from_wheel()
+        return YSpace._shared
 
     @property
     def tokenizer(self):  # noqa: ANN201 (WordPieceTokenizer)
@@ -116,6 +118,8 @@ class YSpace:
             sub = rows[[pos[k] for k in missing]]
             emb = self.model(sub, (sub != 0).long())
             self._cache.update(zip(missing, emb))
+            if len(self._cache) > 200_000:  # a bound for endless free text; the worlds' texts stay far below
+                self._cache.clear()
         return torch.stack([self._cache[k] for k in keys]).to(ids.device)
 
     @torch.no_grad()
