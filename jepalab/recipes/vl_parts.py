@@ -122,9 +122,18 @@ class YSpace:
                 self._cache.clear()
         return torch.stack([self._cache[k] for k in keys]).to(ids.device)
 
+    _text_cache: dict[str, Tensor] = {}
+
     @torch.no_grad()
     def embed_texts(self, texts: list[str]) -> Tensor:
-        return self.model.encode(texts)
+        """Unit embeddings ``(len(texts), 384)``; each distinct text is embedded once per process
+        (a candidate set is re-read on every answer)."""
+        missing = sorted({t for t in texts if t not in self._text_cache})
+        if missing:
+            if len(self._text_cache) > 200_000:
+                self._text_cache.clear()
+            self._text_cache.update(zip(missing, self.model.encode(missing)))
+        return torch.stack([self._text_cache[t] for t in texts]) if texts else torch.zeros(0, self.dim)
 
     @torch.no_grad()
     def words(self, ids: Tensor) -> Tensor:
