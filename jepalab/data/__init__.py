@@ -27,6 +27,7 @@ SOURCES: dict[str, str] = {
     "folder": "jepalab.data.images:FolderImages",
     "trajectories": "jepalab.data.trajectories:TrajectorySource",
     "video": "jepalab.data.video:VideoFolder",
+    "nlrx": "jepalab.data.nlrx:NLRXSource",
     "shapes-world": "jepalab.data.shapes_world:ShapesWorld",
 }
 
