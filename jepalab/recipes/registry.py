@@ -23,6 +23,7 @@ RECIPES: dict[str, str] = {
     "future": "jepalab.recipes.future",
     "pixel": "jepalab.recipes.pixel",
     "worldmodel": "jepalab.recipes.worldmodel",
+    "llmjepa": "jepalab.recipes.llmjepa",
     "vljepa": "jepalab.recipes.vljepa",
 }
 
