@@ -300,6 +300,8 @@ def build_parser() -> argparse.ArgumentParser:
     register_world(sub)
     from jepalab.cli_vl import register as register_vl  # answer, describe
     register_vl(sub)
+    from jepalab.cli_llm import register as register_llm  # generate; eval of llmjepa runs
+    register_llm(sub)
     return parser
 
 
