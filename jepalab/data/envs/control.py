@@ -31,7 +31,7 @@ import numpy as np
 from jepalab.data.envs.base import Adapter, action_box
 from jepalab.errors import ConfigError, MissingDependencyError
 
-PENDULUM_ANGLE_TOL = 0.1
+PENDULUM_ANGLE_TOL, PENDULUM_SPEED_TOL = 0.1, 0.3
 DMC_PIP = "pip install 'jepalab[dmc]'  (shimmy, dm-control, mujoco, imageio)"
 REACHER_ID = "dm_control/reacher-easy-v0"
 
@@ -42,15 +42,11 @@ def _wrap_angle(x: float) -> float:
 
 # ---------------------------------------------------------------- Pendulum-v1
 def pendulum_goal_success(state: np.ndarray, goal_state: np.ndarray) -> tuple[bool, float]:
-    """The pole's angle within 0.1 rad (wrapped) of the goal's; the distance is that error in radians.
-
-    Why the pose alone: the goal is one frame, which shows where the pole is but not how fast it
-    turns. Asking for the goal's angular velocity too would hold the planner to something its goal
-    never told it (as Two-Room asks for the agent's position and Push-T for the block's pose, not
-    their speeds)."""
+    """Angle within 0.1 rad (wrapped) and angular velocity within 0.3 rad/s of the goal's;
+    the distance is the angle error in radians."""
     s, g = np.asarray(state, np.float64), np.asarray(goal_state, np.float64)
     ang = abs(_wrap_angle(float(s[0] - g[0])))
-    return ang < PENDULUM_ANGLE_TOL, ang
+    return ang < PENDULUM_ANGLE_TOL and abs(float(s[1] - g[1])) < PENDULUM_SPEED_TOL, ang
 
 
 def pendulum_adapter(raw: Any, name: str = "Pendulum-v1") -> Adapter:
@@ -82,8 +78,8 @@ def pendulum_adapter(raw: Any, name: str = "Pendulum-v1") -> Adapter:
                    success=lambda info: False, low=low, high=high,
                    max_steps=int(getattr(spec, "max_episode_steps", None) or 200), reset_to=reset_to,
                    goal_success=pendulum_goal_success,
-                   criterion=f"pole angle within {PENDULUM_ANGLE_TOL} rad of the goal frame's (the pose a "
-                             "frame shows; not its angular velocity)")
+                   criterion=f"angle within {PENDULUM_ANGLE_TOL} rad and angular velocity within "
+                             f"{PENDULUM_SPEED_TOL} rad/s of the goal's")
 
 
 # ---------------------------------------------------------------- dm_control reacher
