@@ -112,7 +112,8 @@ def _save(env: str, a: argparse.Namespace, res: dict[str, Any]) -> None:
     path = a.out_dir / f"world_models_{slug(env)}{'_quick' if a.quick else ''}.json"
     if path.is_file():
         old = json.loads(path.read_text())
-        if old.get("data") == res["data"]:
+        same = ("img", "chans", "episodes", "steps", "env_kwargs")  # what defines the recording
+        if all(old.get("data", {}).get(k) == res["data"].get(k) for k in same):
             kept = {k: [{"command": old.get("command", "?"), **row} for row in rows]
                     for k, rows in old.get("recipes", {}).items() if k not in res["recipes"]}
             res["recipes"] = {**kept, **res["recipes"]}
