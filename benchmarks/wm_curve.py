@@ -71,15 +71,15 @@ def run(env: str, variant: str, steps: int, every: int, goals: int, work: Path, 
 
 def to_markdown(results: list[dict]) -> str:
     L = ["# Planning success against training steps (compact recipe, CEM 300 x 10, min cost)", "",
-         "| env | variant | batch / lr / weight decay | step | success [Wilson 95%] | goals | failures by cause |",
-         "|---|---|---|---:|---|---:|---|"]
+         "| env | variant | seed | batch / lr / weight decay | step | success [Wilson 95%] | goals | failures by cause |",
+         "|---|---|---:|---|---:|---|---:|---|"]
     for res in results:
         r, v = RECIPES["compact"], res["train"]
         hp = f"{v.get('batch', r['batch'])} / {v.get('lr', r['lr'])} / {v.get('weight_decay', 0.0)}"
         for p in res["curve"]:
             lo, hi = p["wilson"]
             causes = ", ".join(f"{k} {n}" for k, n in p["failure_causes"].items() if n) or "none"
-            L.append(f"| {res['env']} | {res['variant']} | {hp} | {p['step']} / {v['steps']} | "
+            L.append(f"| {res['env']} | {res['variant']} | {v.get('seed', 0)} | {hp} | {p['step']} / {v['steps']} | "
                      f"{100 * p['success_rate']:.0f}% [{100 * lo:.0f}, {100 * hi:.0f}] | {res['goals']} | {causes} |")
     L += ["", "Runs: " + "; ".join(f"`{res['command']}` (training {res['train_s'] / 60:.1f} min, load "
                                    f"{res['load']})" for res in results)]
@@ -93,6 +93,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=1500)
     p.add_argument("--every", type=int, default=300)
     p.add_argument("--goals", type=int, default=100)
+    p.add_argument("--seed", type=int, default=0, help="initialisation and clip-sampling seed")
     p.add_argument("--work", type=Path, default=HERE.parent / "runs" / "bench_world_models")
     p.add_argument("--out-dir", type=Path, default=HERE / "results")
     a = p.parse_args()
@@ -100,12 +101,14 @@ def main() -> None:
         p.error("--steps, --every and --goals must be >= 1")
     torch.set_num_threads(1)
     load = " / ".join(f"{x:.1f}" for x in os.getloadavg())
-    res = run(a.env, a.variant, a.steps, a.every, a.goals, a.work)
+    res = run(a.env, a.variant, a.steps, a.every, a.goals, a.work, a.seed)
     res["command"] = f"python benchmarks/wm_curve.py --env {a.env} --variant {a.variant} --steps {a.steps} " \
-                     f"--every {a.every}" + (f" --goals {a.goals}" if a.goals != 100 else "")
+                     f"--every {a.every}" + (f" --goals {a.goals}" if a.goals != 100 else "") \
+                     + (f" --seed {a.seed}" if a.seed else "")
     res["load"] = f"{load} before, " + " / ".join(f"{x:.1f}" for x in os.getloadavg()) + " after"
     a.out_dir.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(a.out_dir / f"wm_curve_{slug(a.env)}_{a.variant}.json", json.dumps(res, indent=2))
+    name = f"wm_curve_{slug(a.env)}_{a.variant}{f'_seed{a.seed}' if a.seed else ''}.json"
+    write_text_atomic(a.out_dir / name, json.dumps(res, indent=2))
     found = [json.loads(f.read_text()) for f in sorted(a.out_dir.glob(f"wm_curve_{slug(a.env)}_*.json"))]
     print(write_md(a.out_dir / f"wm_curve_{slug(a.env)}.md", found))
 
