@@ -123,7 +123,11 @@ def write_table(res: dict, path: Path, cmd: str) -> None:
                              f"{statistics.mean(r['flops_per_step'] for r in rows) / 1e9:.1f} |")
         lines.append("")
     for name, cost in res.get("cost", {}).items():
-        lines += [f"## Cost per training step: {name}", "", "| form | s/step | GFLOP/step |", "|---|---:|---:|"]
+        lines += [f"## Cost per training step: {name}", "",
+                  "Seconds: median wall-clock of timed steps on a shared 2-core CPU with other jobs running "
+                  "(SmolLM2: a single timed step per form), so they are noisy; the FLOP counts are exact "
+                  "(`jepalab.objectives.llm_jepa.step_flops`).", "",
+                  "| form | s/step | GFLOP/step |", "|---|---:|---:|"]
         for form, c in cost.items():
             lines.append(f"| {form} | {c['s_per_step']:.3f} | {c['flops_per_step'] / 1e9:.1f} |")
         lines.append("")
