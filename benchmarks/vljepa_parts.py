@@ -108,7 +108,7 @@ def latency(model, src: ShapesWorld, n: int) -> dict:
 @torch.no_grad()
 def zero_shot_mnist(model, n: int) -> dict:
     """Accuracy of the nearest prompt embedding (held-out wording) on MNIST test digits."""
-    digits = DigitPairs("test", model.config.frames, model.config.img_size)
+    digits = DigitPairs("test", model.config.num_frames, model.config.img_size)
     prompts = model.y.embed_texts([p for ps in digit_prompts("test") for p in ps])
     prompts = torch.nn.functional.normalize(prompts.view(10, -1, 384).mean(1), dim=-1)
     hits = 0
@@ -137,7 +137,7 @@ def selective_stream(model, quick: bool, seed: int) -> dict:
     """Threshold calibrated on one stream for 90% event recall, then measured on others against
     the sparsest fixed rate reaching the same recall on each stream."""
     scenes = 4 if quick else 12
-    t = model.config.frames
+    t = model.config.num_frames
     cal = make_stream(seed + 1000, scenes=scenes)
     cal_emb = model.encode_stream(torch.from_numpy(cal.frames))
     cuts = [c - (t - 1) for c in cal.cuts]  # window index whose last frame is the cut

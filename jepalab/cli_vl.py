@@ -114,7 +114,7 @@ def cmd_answer(args: argparse.Namespace) -> int:
     check_spec(args.clip, "shapes:", "--clip")
     model = load_vl_model(args.run_dir)
     c = model.config
-    clip, caption = read_clip(args.clip, c.frames, c.img_size)
+    clip, caption = read_clip(args.clip, c.num_frames, c.img_size)
     cands = [s.strip() for s in args.candidates.split(",") if s.strip()] if args.candidates else answer_candidates()
     emb = model.answer_embedding(clip, [args.question])
     idx, dist = model.retrieve(emb, cands)
@@ -157,19 +157,19 @@ def cmd_describe(args: argparse.Namespace) -> int:
         frames = torch.from_numpy(make_stream(seed, scenes=args.scenes, size=c.img_size).frames)
     else:
         frames = _as_frames(_load_array(args.stream, "--stream"), "--stream", c.img_size)
-    if frames.shape[0] < c.frames:
-        raise DataError(f"--stream has {frames.shape[0]} frames; it needs at least the model's {c.frames}.")
+    if frames.shape[0] < c.num_frames:
+        raise DataError(f"--stream has {frames.shape[0]} frames; it needs at least the model's {c.num_frames}.")
     th = args.threshold
     if th is None:
         cal = make_stream(10_000, scenes=8, size=c.img_size)
         emb_cal = model.encode_stream(torch.from_numpy(cal.frames))
-        th = calibrate_threshold(emb_cal, [t - (c.frames - 1) for t in cal.cuts], tolerance=8, recall=0.9)
+        th = calibrate_threshold(emb_cal, [t - (c.num_frames - 1) for t in cal.cuts], tolerance=8, recall=0.9)
     emb = model.encode_stream(frames)
     points = selective_points(emb, th)
     texts = model.decode(emb[points])
     rows = []
     for p, text in zip(points, texts):
-        end = p + c.frames - 1  # the window's last frame: when the description is written
+        end = p + c.num_frames - 1  # the window's last frame: when the description is written
         rows.append(f"<tr><td>{end}</td><td>{end / args.fps:.1f} s</td><td><img src='{_png(frames[end])}'></td>"
                     f"<td>{html.escape(text)}</td></tr>")
     minutes = max(frames.shape[0] / args.fps / 60, 1e-9)

@@ -17,7 +17,7 @@ def run_dir(tmp_path_factory):
 
     torch.manual_seed(0)
     d = tmp_path_factory.mktemp("vl")
-    VLJEPA(VLJEPAConfig(frames=4, x_dim=16, x_width=8, pred_dim=32, pred_depth=1, dec_hidden=16)).save_pretrained(d)
+    VLJEPA(VLJEPAConfig(num_frames=4, x_dim=16, x_width=8, pred_dim=32, pred_depth=1, dec_hidden=16)).save_pretrained(d)
     return d
 
 

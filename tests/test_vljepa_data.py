@@ -67,7 +67,7 @@ def test_vljepa_trains_saves_and_loads(tmp_path) -> None:
 
     torch.manual_seed(0)
     src = ShapesWorld(ShapesWorldConfig(frames=4, img_size=32))
-    model = VLJEPA(VLJEPAConfig(frames=4, x_dim=16, x_width=8, pred_dim=32, pred_depth=1, caption_steps=2,
+    model = VLJEPA(VLJEPAConfig(num_frames=4, x_dim=16, x_width=8, pred_dim=32, pred_depth=1, caption_steps=2,
                                 dec_hidden=32))
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     for step in range(4):

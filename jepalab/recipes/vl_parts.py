@@ -29,7 +29,7 @@ class XEncoderConfig:
     x_dim: int = 64
     x_width: int = 16
     x_patch: int = 16
-    frames: int = 8
+    num_frames: int = 8
     img_size: int = 32
 
 
@@ -39,11 +39,11 @@ class XEncoder(nn.Module):
 
     def __init__(self, c: XEncoderConfig) -> None:
         super().__init__()
-        self.frames = c.frames
+        self.frames = c.num_frames
         if c.x_encoder == "conv":
             from jepalab.nn.conv import ConvEncoder
 
-            self.net = ConvEncoder(c.img_size, 3, c.x_dim, c.x_width, num_frames=c.frames, patch_size=c.x_patch)
+            self.net = ConvEncoder(c.img_size, 3, c.x_dim, c.x_width, num_frames=c.num_frames, patch_size=c.x_patch)
         elif c.x_encoder.startswith("jepalab:"):
             from jepalab.recipes.base import Recipe
 

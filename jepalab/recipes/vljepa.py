@@ -51,7 +51,7 @@ class VLJEPAConfig(XEncoderConfig):
     decoder_vocab: list[int] = field(default_factory=list)  # empty: the data's words (filled when built)
 
     def validate(self) -> None:
-        for name in ("pred_dim", "pred_depth", "pred_heads", "query_len", "dec_hidden", "x_dim", "frames"):
+        for name in ("pred_dim", "pred_depth", "pred_heads", "query_len", "dec_hidden", "x_dim", "num_frames"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"model.{name} must be >= 1; got {getattr(self, name)}.")
         if self.pred_dim % self.pred_heads:
@@ -131,7 +131,7 @@ class VLJEPA(Recipe):
     def encode_stream(self, frames: Tensor, chunk: int = 128) -> Tensor:
         """Caption embeddings of every window of a long video ``(N, 3, S, S) -> (N - T + 1, 384)``;
         row ``i`` sees frames ``i .. i + T - 1`` (causal: it describes the stream up to its last frame)."""
-        t = self.config.frames
+        t = self.config.num_frames
         if frames.dim() != 4 or frames.shape[0] < t:
             raise ShapeError(f"encode_stream expects frames (N, 3, H, W) with N >= {t}; got {tuple(frames.shape)}.")
         wins = frames.unfold(0, t, 1).permute(0, 4, 1, 2, 3)
