@@ -71,7 +71,9 @@ def cmd_eval_llm(args: argparse.Namespace) -> int:
 def register(sub: Any) -> None:
     """Add ``generate``; make ``eval`` of an llmjepa run score regexes instead of probing."""
     p = sub.add_parser("generate", help="greedy regex for a natural-language request (llmjepa runs)",
-                       epilog='example:\n  jepalab generate runs/llmjepa-scratch "lines containing a vowel"',
+                       epilog='after `jepalab train configs/llmjepa_scratch.yaml --run-dir runs/llmjepa-scratch` (it reads the '
+                              'NL-RX data, see docs/llmjepa.md), for example:\n'
+                              'jepalab generate runs/llmjepa-scratch "lines containing a vowel"',
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run_dir", metavar="RUN_DIR", help="a directory written by `jepalab train` with recipe llmjepa")
     p.add_argument("request", nargs="+", help="one or more requests, each quoted")

@@ -22,15 +22,14 @@ if TYPE_CHECKING:
     import torch
 
 ANSWER_EXAMPLES = """examples:
+  jepalab train configs/vljepa_shapes.yaml --run-dir runs/vljepa_shapes
   jepalab answer runs/vljepa_shapes --clip shapes:3 "how many objects are there?"
-  jepalab answer runs/vljepa_shapes --clip my_clip.npy "what colour is the ball?"
-A clip is a .npy array (T, H, W, 3) or (T, 3, H, W), floats in [0, 1] or uint8, with the model's
+Your own clip: --clip my_clip.npy. A clip is a .npy array (T, H, W, 3) or (T, 3, H, W), floats in [0, 1] or uint8, with the model's
 frame count and size, or shapes:INDEX for clip INDEX of the shapes world's test split."""
 
 DESCRIBE_EXAMPLES = """examples:
   jepalab describe runs/vljepa_shapes --stream shapes-stream:0 --out runs/describe.html
-  jepalab describe runs/vljepa_shapes --stream long_video.npy --threshold 0.1
-A stream is a .npy array (N, H, W, 3) or (N, 3, H, W), or shapes-stream:SEED (a generated stream
+Your own video with a fixed drift threshold: --stream long_video.npy --threshold 0.1. A stream is a .npy array (N, H, W, 3) or (N, 3, H, W), or shapes-stream:SEED (a generated stream
 of shapes scenes). Without --threshold it is calibrated on a generated stream for 90% recall of
 its scene cuts."""
 
