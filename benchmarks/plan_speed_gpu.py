@@ -40,20 +40,6 @@ def _sync(dev: torch.device) -> None:
         torch.cuda.synchronize(dev)
 
 
-def tf32_peak(dev: torch.device, n: int = 8192, repeats: int = 5) -> float:
-    """Best fp32 GEMM rate with TF32 matmuls allowed, TFLOP/s (``n`` = 1024 on a CPU)."""
-    n = n if dev.type == "cuda" else 1024
-    a, b = torch.randn(n, n, device=dev), torch.randn(n, n, device=dev)
-    best = 0.0
-    for _ in range(repeats):
-        _sync(dev)
-        t0 = time.perf_counter()
-        a @ b
-        _sync(dev)
-        best = max(best, 2 * n ** 3 / (time.perf_counter() - t0) / 1e12)
-    return best
-
-
 def time_solve(make: Callable[[int], CEM], iters: int, inputs: tuple[torch.Tensor, ...], repeats: int,
                dev: torch.device) -> list[float]:
     """Seconds of ``repeats`` full solves after two warm-up solves (compilation, autotuning, caches)."""
@@ -76,10 +62,11 @@ def measure(args: argparse.Namespace) -> None:
     from torch.utils.flop_counter import FlopCounterMode
 
     from plan_speed import lewm_predictor
+    from world_models_gpu import gpu_peak_tflops
 
     dev = torch.device(args.device)
     torch.set_float32_matmul_precision("high")  # TF32 matmuls: the peak we compare with
-    peak = tf32_peak(dev)
+    peak = gpu_peak_tflops(dev)  # best TF32 GEMM rate (8192^3; 1024^3 on a CPU)
     print(f"TF32 GEMM peak {peak:.1f} TFLOP/s on {dev}", flush=True)
     iters = 3 if args.quick else 30
     model = lewm_predictor().to(dev)
