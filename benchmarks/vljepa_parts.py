@@ -14,7 +14,8 @@ from sklearn.metrics import roc_auc_score
 from jepalab.atomic import write_bytes_atomic
 from jepalab.data import shapes_text as W
 from jepalab.data.shapes_world import ShapesWorld, make_clip
-from jepalab.data.vl_pairs import DigitPairs, digit_prompts, make_stream
+from jepalab.data.vl_pairs import make_stream
+from jepalab.eval import vl_eval
 from jepalab.eval.selective import calibrate_threshold, event_recall, fixed_rate_for_recall, selective_points
 from jepalab.recipes.vl_baselines import TokenTwin
 
@@ -105,32 +106,15 @@ def latency(model, src: ShapesWorld, n: int) -> dict:
     return {f"latency_{k}": float(np.median(v)) for k, v in times.items() if v}
 
 
-@torch.no_grad()
 def zero_shot_mnist(model, n: int) -> dict:
-    """Accuracy of the nearest prompt embedding (held-out wording) on MNIST test digits."""
-    digits = DigitPairs("test", model.config.num_frames, model.config.img_size)
-    prompts = model.y.embed_texts([p for ps in digit_prompts("test") for p in ps])
-    prompts = torch.nn.functional.normalize(prompts.view(10, -1, 384).mean(1), dim=-1)
-    hits = 0
-    for i in range(0, n, 100):
-        idx = list(range(i, min(n, i + 100)))
-        emb = model.encode(torch.from_numpy(np.stack([digits.still(j) for j in idx])))
-        hits += int(((emb @ prompts.T).argmax(1).numpy() == digits.labels[idx]).sum())
-    return {"zero_shot_mnist": hits / n}
+    """Zero-shot MNIST accuracy (jepalab.eval.vl_eval, what `jepalab eval` reports)."""
+    return {"zero_shot_mnist": vl_eval.zero_shot_mnist(model, n)["zero_shot_mnist"]}
 
 
-@torch.no_grad()
 def retrieval(model, src: ShapesWorld, n: int) -> dict:
-    """Text->video and video->text R@1 / R@5 on test clips and their (held-out wording) captions."""
-    clips = _clips(src, n, offset=20_000)
-    vid = torch.cat([model.encode(_batch(clips[i:i + 64])[0]) for i in range(0, n, 64)])
-    txt = model.y.embed_texts([c.caption for c in clips])
-    sim = vid @ txt.T
-    out = {}
-    for name, s in (("video_to_text", sim), ("text_to_video", sim.T)):
-        rank = (s > s.diag()[:, None]).sum(1)
-        out[f"{name}_r1"], out[f"{name}_r5"] = float((rank < 1).float().mean()), float((rank < 5).float().mean())
-    return out
+    """Text<->video R@1 / R@5 on test clips and their captions (jepalab.eval.vl_eval)."""
+    res = vl_eval.text_video_retrieval(model, src, n)
+    return {k: v for k, v in res.items() if k != "retrieval_n"}
 
 
 def selective_stream(model, quick: bool, seed: int) -> dict:

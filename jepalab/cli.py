@@ -243,7 +243,10 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Embed the run's training split and a held-out split with the frozen "
                                    "model, score linear/kNN/attentive probes (accuracy for labels, R^2 "
                                    "for state), effective rank and collapse flags, for the trained model "
-                                   "and the same architecture at its initial weights. Writes RUN_DIR/eval.json.",
+                                   "and the same architecture at its initial weights. Writes RUN_DIR/eval.json. "
+                                   "A vljepa run reports zero-shot MNIST accuracy and text<->video retrieval "
+                                   "R@1/R@5 instead (--max-test digits and clips; RUN_DIR/eval_vl.json); an "
+                                   "llmjepa run its NL-RX regex accuracy (RUN_DIR/eval_nlrx.json).",
                        epilog="example:\n  jepalab eval runs/ijepa-tiny --probes linear knn --json",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run_dir", metavar="RUN_DIR", help="a directory written by `jepalab train` (finished)")

@@ -2,8 +2,8 @@
 
 Why a module of its own: the language recipe's evaluation (greedy decoding, exact and semantic
 regex accuracy) has nothing in common with the probes of ``jepalab eval`` for image recipes, so
-``register`` adds ``generate`` and routes ``eval`` of an ``llmjepa`` run here, leaving every other
-run to the probe evaluator.
+``register`` adds ``generate`` and routes ``eval`` of an ``llmjepa`` run here
+(``jepalab.cli_route``), leaving every other run to the probe evaluator.
 """
 
 from __future__ import annotations
@@ -13,23 +13,16 @@ import json
 from pathlib import Path
 from typing import Any
 
+from jepalab.cli_route import recipe_of, route_eval
 from jepalab.errors import CheckpointError
 
 EVAL_FILE = "eval_nlrx.json"
 
 
-def _recipe_of(run_dir: str) -> str | None:
-    p = Path(run_dir) / "config.json"
-    try:
-        return json.loads(p.read_text()).get("recipe")
-    except (OSError, ValueError):
-        return None
-
-
 def _load(run_dir: str, device: str | None) -> Any:
     from jepalab.recipes.base import Recipe
 
-    if _recipe_of(run_dir) != "llmjepa":
+    if recipe_of(run_dir) != "llmjepa":
         raise CheckpointError(f"{run_dir} is not a finished llmjepa run (no config.json naming recipe 'llmjepa'); "
                               "train one with: jepalab train configs/llmjepa_scratch.yaml")
     return Recipe.from_pretrained(run_dir, map_location=device or "cpu")
@@ -80,12 +73,4 @@ def register(sub: Any) -> None:
     p.add_argument("--max-new-tokens", type=int, default=None, help="decoding budget (default: the model's)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cpu)")
     p.set_defaults(func=cmd_generate)
-    ev = sub.choices.get("eval")
-    if ev is None:
-        return
-    probe_eval = ev.get_default("func")
-
-    def routed(args: argparse.Namespace) -> int:
-        return cmd_eval_llm(args) if _recipe_of(args.run_dir) == "llmjepa" else probe_eval(args)
-
-    ev.set_defaults(func=routed)
+    route_eval(sub, "llmjepa", cmd_eval_llm)

@@ -1,6 +1,9 @@
 """``jepalab answer`` and ``jepalab describe``: ask a trained VL-JEPA about a clip, or describe a
 long video with selective decoding (text only when the predicted meaning moves).
 
+``jepalab eval RUN`` of a vljepa run reports zero-shot classification and text<->video retrieval
+(``jepalab.eval.vl_eval``) instead of probes: ``register`` routes it here (``jepalab.cli_route``).
+
 Why a module of its own: the VL commands need the text encoder wheel and the VL-JEPA recipe;
 keeping them here keeps ``jepalab.cli`` small and its import fast.
 """
@@ -185,8 +188,29 @@ def cmd_describe(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval_vl(args: argparse.Namespace) -> int:
+    """Zero-shot MNIST and text<->video R@1 / R@5 of a vljepa run; writes RUN_DIR/eval_vl.json."""
+    import json
+
+    from jepalab.eval.vl_eval import VL_EVAL_FILE, evaluate_vl_run, format_vl
+    from jepalab.trainer.lock import RunLock
+
+    with RunLock(args.run_dir, "eval"):  # not while a train/resume is still writing the run
+        result = evaluate_vl_run(args.run_dir, max_test=args.max_test)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(format_vl(result))
+        print(f"wrote {Path(args.run_dir) / VL_EVAL_FILE}")
+    return 0
+
+
 def register(sub: Any) -> None:
-    """Add ``answer`` and ``describe`` to the ``jepalab`` sub-command parser."""
+    """Add ``answer`` and ``describe`` to the ``jepalab`` sub-command parser; route ``eval`` of a
+    vljepa run to :func:`cmd_eval_vl`."""
+    from jepalab.cli_route import route_eval
+
+    route_eval(sub, "vljepa", cmd_eval_vl)
     p = sub.add_parser("answer", help="answer a question about a clip with a trained VL-JEPA",
                        description="Predict the answer's embedding for CLIP and QUESTION, print the decoded text and "
                                    "the nearest candidate answer.",
@@ -210,4 +234,4 @@ def register(sub: Any) -> None:
     p.set_defaults(func=cmd_describe)
 
 
-__all__ = ["register", "cmd_answer", "cmd_describe", "load_vl_model", "read_clip"]
+__all__ = ["register", "cmd_answer", "cmd_describe", "cmd_eval_vl", "load_vl_model", "read_clip"]
