@@ -222,9 +222,9 @@ def _is_num(v: Any) -> bool:
 
 def validate_experiment(exp: Experiment) -> None:
     """Checks that types cannot express: positive sizes, a patch grid that tiles the image, heads
-    that divide the width, a finite learning rate, model and data agreeing on the image size and
-    the clip length. Config classes with their own ``validate()`` method are asked too; their
-    ValueErrors become ConfigErrors naming the section. Last, the recipe is built on the meta
+    that divide the width, a finite learning rate, model and data agreeing on the image size, the
+    channels and the clip length (model.num_frames = data.frames). Config classes with their own
+    ``validate()`` method are asked too; their ValueErrors become ConfigErrors naming the section. Last, the recipe is built on the meta
     device, so every constructor check runs without allocating weights."""
     _require(bool(exp.name) and "/" not in exp.name and exp.name not in (".", ".."), "name",
              f"'name' must be a non-empty name without '/', got {exp.name!r}.")
@@ -253,7 +253,8 @@ def validate_experiment(exp: Experiment) -> None:
         _require(math.isfinite(lr) and 0 < lr <= MAX_LR, "train.lr",
                  f"'train.lr' must be a finite number in (0, {MAX_LR:g}], got {lr} (typical: 1e-4 to 1e-2).")
     for mk, dk, what in (("img_size", "img_size", "images of the wrong size"),
-                         ("in_chans", "channels", "the wrong number of channels")):
+                         ("in_chans", "channels", "the wrong number of channels"),
+                         ("num_frames", "frames", "clips of the wrong length")):
         mv, dv = getattr(exp.model, mk, None), getattr(exp.data, dk, None)
         if _is_num(mv) and _is_num(dv) and dv > 0:  # data: 0 = the dataset's native value
             _require(mv == dv, f"data.{dk}", f"'data.{dk}'={dv} differs from 'model.{mk}'={mv}: the "

@@ -71,3 +71,17 @@ def test_retrieval_ranks_a_perfect_model_first() -> None:
 def test_eval_of_vljepa_refuses_too_few_clips(run_dir: Path, capsys) -> None:
     assert main(["eval", str(run_dir), "--max-test", "2"]) == 2
     assert capsys.readouterr().err.count("\n") == 1
+
+
+@pytest.mark.parametrize("config, sets", [
+    ("configs/vljepa_shapes.yaml", ["model.num_frames=8", "data.frames=6"]),
+    ("configs/vjepa_tiny.yaml", ["model.num_frames=4", "data.frames=6"]),
+])
+def test_clip_length_mismatch_is_one_sentence_before_any_work(config, sets, tmp_path, capsys) -> None:
+    """Before: training started and step 0 died with a raw shape error from the X-encoder."""
+    run = tmp_path / "run"
+    assert main(["train", config, "--run-dir", str(run), *_sets(sets)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1
+    assert "data.frames" in err and "model.num_frames" in err
+    assert not run.exists()
