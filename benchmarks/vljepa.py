@@ -46,6 +46,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--batch", type=int, default=None, help="batch size (default 32, quick 16)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    ap.add_argument("--y-tune", action="store_true",
+                    help="VL-JEPA tunes its Y-encoder (MiniLM) at 0.05 x lr; its parameters count as trainable")
     ap.add_argument("--out", default=None, help="results JSON (default benchmarks/results/vljepa[_quick].json)")
     ap.add_argument("--table", default=None, help="markdown table (default benchmarks/VLJEPA[_quick].md)")
     a = ap.parse_args(argv)
@@ -67,10 +69,11 @@ def main(argv: list[str] | None = None) -> dict:
     test_src = ShapesWorld(ShapesWorldConfig(seed=a.seed + 1, split="test"))
     caption_steps = steps * 3 // 10
     base = dict(caption_steps=caption_steps, pred_dim=128, pred_heads=4)
-    specs = {"vljepa": (VLJEPA, dict(pred_depth=2)), "vljepa_small": (VLJEPA, dict(pred_depth=1)),
+    tune = dict(y_tune=True) if a.y_tune else {}
+    specs = {"vljepa": (VLJEPA, dict(pred_depth=2, **tune)), "vljepa_small": (VLJEPA, dict(pred_depth=1, **tune)),
              "token_twin": (TokenTwin, dict(pred_depth=2)), "clip_style": (ClipStyle, dict(pred_depth=2))}
     res: dict = {"command": " ".join(["python benchmarks/vljepa.py"] + shown), "config": {"steps": steps, "batch": batch, "caption_steps": caption_steps, "seed": a.seed,
-                            "threads": a.threads, "quick": q, "n_eval": n_eval, **base}, "models": {}}
+                            "threads": a.threads, "quick": q, "n_eval": n_eval, "y_tune": a.y_tune, **base}, "models": {}}
     models = {}
     for name, (cls, extra) in specs.items():
         torch.manual_seed(a.seed)

@@ -18,14 +18,21 @@ from jepalab.data.vl_pairs import make_stream
 from jepalab.eval import vl_eval
 from jepalab.eval.selective import calibrate_threshold, event_recall, fixed_rate_for_recall, selective_points
 from jepalab.recipes.vl_baselines import TokenTwin
+from jepalab.trainer.config import lr_scale_of
 
 FPS = 10  # frames per second the streams are read at (decodes per minute are counted at this rate)
 TOLERANCE = 8  # frames after a scene cut within which a decode counts as describing it
 
 
 def train(model, src: ShapesWorld, steps: int, batch: int, lr: float, name: str) -> tuple[float, float]:
-    """AdamW with a linear warm-up then cosine decay; returns (seconds, last loss)."""
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=0.05)
+    """AdamW with a linear warm-up then cosine decay, each parameter at ``lr`` times its multiplier
+    (``model.lr_scales()``, e.g. a tuned Y-encoder's); returns (seconds, last loss)."""
+    scales = model.lr_scales() if hasattr(model, "lr_scales") else {}
+    by_scale: dict[float, list] = {}
+    for n, p in model.named_parameters():
+        if p.requires_grad:
+            by_scale.setdefault(lr_scale_of(scales, n), []).append(p)
+    opt = torch.optim.AdamW([{"params": ps, "lr": lr * s} for s, ps in by_scale.items()], lr=lr, weight_decay=0.05)
     warm = max(1, steps // 20)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warm) * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, s / steps)))))

@@ -86,6 +86,11 @@ class Recipe(nn.Module):
         """Parameters the optimizer updates (a teacher's are excluded by ``requires_grad``)."""
         return [p for p in self.parameters() if p.requires_grad]
 
+    def lr_scales(self) -> dict[str, float]:
+        """Learning-rate multipliers by parameter-name prefix, e.g. ``{"y_encoder.": 0.05}`` trains
+        the parameters under ``y_encoder`` at 5% of ``train.lr``. Default: one learning rate."""
+        return {}
+
     # --- what evaluation calls ----------------------------------------------------------------
     def encode(self, x: Tensor) -> Tensor:
         """Pooled embedding ``(B, D)`` of input ``x`` for probes, retrieval and planning.

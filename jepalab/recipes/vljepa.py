@@ -3,7 +3,9 @@ asked (Chen, Shukor, ..., LeCun, Fung; arXiv 2512.10942).
 
 - X-encoder: a jepalab video/image encoder (``model.x_encoder``: a small conv net trained with the
   model, or a trained jepalab run; ``x_frozen`` keeps it fixed), clip -> visual tokens.
-- Y-encoder: all-MiniLM-L6-v2, frozen, the target space (384-d unit vectors).
+- Y-encoder: all-MiniLM-L6-v2, the target space (384-d unit vectors); frozen by default, or tuned
+  with the model at ``y_lr_scale`` times the learning rate (``y_tune``), as the paper tunes its
+  Y-encoder at a small learning rate. Tuned, its weights are saved with the model.
 - Predictor: a small transformer over [pool token, visual tokens, query tokens]; the query is read
   through MiniLM's own tokenizer and frozen word vectors; the pool token's output is projected
   into the Y space.
@@ -49,6 +51,8 @@ class VLJEPAConfig(XEncoderConfig):
     dec_weight: float = 1.0
     dec_noise: float = 0.05
     decoder_vocab: list[int] = field(default_factory=list)  # empty: the data's words (filled when built)
+    y_tune: bool = False
+    y_lr_scale: float = 0.05
 
     def validate(self) -> None:
         for name in ("pred_dim", "pred_depth", "pred_heads", "query_len", "dec_hidden", "x_dim", "num_frames"):
@@ -60,6 +64,8 @@ class VLJEPAConfig(XEncoderConfig):
             raise ConfigError("model.caption_mix must be in [0, 1] and model.caption_steps >= 0.")
         if not 0.0 < self.init_tau < 1.0:
             raise ConfigError(f"model.init_tau must be in (0, 1); got {self.init_tau}.")
+        if not 0.0 < self.y_lr_scale <= 1.0:
+            raise ConfigError(f"model.y_lr_scale must be in (0, 1] (a multiple of train.lr); got {self.y_lr_scale}.")
 
 
 class VLJEPA(Recipe):
@@ -72,7 +78,12 @@ class VLJEPA(Recipe):
         super().__init__(config)
         config.validate()
         c = config
-        self.y = YSpace()
+        if c.y_tune:
+            from jepalab.nn.text_encoder import MiniLMEncoder
+
+            meta = torch.empty(0).is_meta  # config checks build on the meta device: the shapes, no weights
+            self.y_encoder = (MiniLMEncoder() if meta else MiniLMEncoder.from_wheel()).requires_grad_(True)
+        self.y = YSpace(self.y_encoder if c.y_tune else None)
         if not c.decoder_vocab:
             c.decoder_vocab = data_token_ids()
         self.x = XEncoder(c)
@@ -116,12 +127,16 @@ class VLJEPA(Recipe):
         pred = self.predict(frames, question, cut)
         same = same_rows(target_ids)
         nce = self.nce(pred, target, same)
-        noisy = F.normalize(target + c.dec_noise * torch.randn_like(target), dim=-1)
+        target_d = target.detach()
+        noisy = F.normalize(target_d + c.dec_noise * torch.randn_like(target_d), dim=-1)
         dec = 0.5 * (self.decoder.loss(noisy, target_ids) + self.decoder.loss(pred.detach(), target_ids))
         with torch.no_grad():
-            hit = same[torch.arange(len(pred)), (pred @ target.T).argmax(1)].float().mean()
+            hit = same[torch.arange(len(pred)), (pred @ target_d.T).argmax(1)].float().mean()
         return {"loss": nce + c.dec_weight * dec, "infonce": nce.detach(), "decoder": dec.detach(),
                 "temperature": 1.0 / self.nce.scale().detach(), "batch_retrieval": hit, "embeddings": pred.detach()}
+
+    def lr_scales(self) -> dict[str, float]:
+        return {"y_encoder.": self.config.y_lr_scale} if self.config.y_tune else {}
 
     def encode(self, x: Tensor) -> Tensor:
         """Query-free (caption) embedding of clips ``(B, T, 3, S, S) -> (B, 384)``."""

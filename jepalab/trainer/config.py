@@ -105,13 +105,22 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     return floor + (cfg.lr - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+def lr_scale_of(scales: dict[str, float], name: str) -> float:
+    """The learning-rate multiplier of parameter ``name``: the longest prefix of ``scales`` that it
+    starts with, else 1."""
+    hits = [k for k in scales if name.startswith(k)]
+    return float(scales[max(hits, key=len)]) if hits else 1.0
+
+
 def param_groups(model: Recipe, weight_decay: float) -> tuple[list[dict[str, Any]], list[list[str]]]:
     """AdamW groups over ``model.trainable_parameters()``: decay on weight matrices, none on
-    biases, norm scales (``ndim <= 1``) and position/mask/cls tokens (names with pos/token)."""
+    biases, norm scales (``ndim <= 1``) and position/mask/cls tokens (names with pos/token).
+    Parameters with a learning-rate multiplier (``model.lr_scales()``) get groups of their own,
+    after the two plain ones, carrying ``lr_scale``."""
     trainable = {id(p) for p in model.trainable_parameters()}
-    decay: list[nn.Parameter] = []
-    no_decay: list[nn.Parameter] = []
-    names: tuple[list[str], list[str]] = ([], [])
+    scales = model.lr_scales() if hasattr(model, "lr_scales") else {}
+    buckets: dict[tuple[float, bool], tuple[list[nn.Parameter], list[str]]] = {(1.0, False): ([], []),
+                                                                              (1.0, True): ([], [])}
     seen: set[int] = set()
     for name, p in model.named_parameters():
         if id(p) not in trainable or id(p) in seen:
@@ -119,8 +128,9 @@ def param_groups(model: Recipe, weight_decay: float) -> tuple[list[dict[str, Any
         seen.add(id(p))
         leaf = name.rsplit(".", 1)[-1].lower()
         exempt = p.ndim <= 1 or "pos" in leaf or "token" in leaf
-        (no_decay if exempt else decay).append(p)
-        names[1 if exempt else 0].append(name)
+        params, names = buckets.setdefault((lr_scale_of(scales, name), exempt), ([], []))
+        params.append(p)
+        names.append(name)
     if seen != trainable:
         raise ConfigError(
             f"{type(model).__name__}.trainable_parameters() returns tensors that are not parameters of "
@@ -128,8 +138,16 @@ def param_groups(model: Recipe, weight_decay: float) -> tuple[list[dict[str, Any
         )
     if not seen:
         raise ConfigError(f"{type(model).__name__} has no trainable parameters (all requires_grad=False).")
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return groups, [names[0], names[1]]
+    groups, group_names = [], []
+    for (scale, exempt), (params, names) in buckets.items():
+        if scale != 1.0 and not params:
+            continue
+        group = {"params": params, "weight_decay": 0.0 if exempt else weight_decay}
+        if scale != 1.0:
+            group["lr_scale"] = scale
+        groups.append(group)
+        group_names.append(names)
+    return groups, group_names
 
 
 def step_seed(seed: int, step: int, rank: int) -> int:

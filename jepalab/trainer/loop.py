@@ -283,7 +283,7 @@ def _loop(
         torch.manual_seed(step_seed(seed, step, rank))
         lr = lr_at(step, cfg)
         for g in opt.param_groups:
-            g["lr"] = lr
+            g["lr"] = lr * g.get("lr_scale", 1.0)  # lr_scale: Recipe.lr_scales()
         batch = source.batch(step, cfg.batch_size, rank=rank, world_size=world)
         _check_batch(batch, rows, step)
         # masks / augmentations keyed by (seed, step, global row), not by rank (jepalab.draws)
