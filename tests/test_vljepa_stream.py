@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from jepalab.eval.selective import calibrate_threshold, event_recall, fixed_rate_for_recall, selective_points
+from jepalab.eval.selective import (calibrate_threshold, event_recall, fixed_rate_for_recall, fixed_rate_recall,
+                                     selective_points)
 
 
 def _stream() -> tuple[torch.Tensor, list[int]]:
@@ -37,3 +38,15 @@ def test_fixed_rate_needs_more_decodes_for_equal_recall() -> None:
     assert event_recall(list(range(0, len(emb), k)), cuts, 3) == 1.0
     assert len(sel) == len(cuts) + 1 and n_fixed > len(sel)
     assert event_recall([0], [], 3) == 1.0
+
+
+def test_fixed_rate_is_not_credited_with_a_lucky_alignment() -> None:
+    """Events every 20 frames, decodes must land on the event itself: decoding every 20 frames
+    from frame 0 hits all of them only because its start happens to line up; over start offsets
+    it hits 1 in 20. Only decoding every frame reaches full recall whatever the offset."""
+    events = list(range(20, 400, 20))
+    assert event_recall(list(range(0, 400, 20)), events, tolerance=0) == 1.0
+    assert fixed_rate_recall(400, events, tolerance=0, every=20) == 0.05
+    assert fixed_rate_for_recall(400, events, tolerance=0, recall=1.0) == (1, 400.0)
+    k, decodes = fixed_rate_for_recall(400, events, tolerance=4, recall=1.0)
+    assert k == 5 and decodes == 80.0  # a window of 5 frames after each event: every 5th frame

@@ -6,11 +6,14 @@ at matched description quality. Here a decode fires at the first window and then
 cosine distance between the current embedding and the embedding at the last decode exceeds a
 threshold (distance to the last *decoded* embedding, not to the previous frame, so slow drift
 also triggers once it adds up). Quality is event recall: the share of ground-truth change points
-followed by a decode within ``tolerance`` frames. Fixed-rate decoding is matched to the same recall.
+followed by a decode within ``tolerance`` frames. Fixed-rate decoding is matched to the same recall,
+its recall averaged over where the first decode falls (it cannot be aligned with events it does not
+know of).
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -38,15 +41,27 @@ def event_recall(points: list[int], events: list[int], tolerance: int) -> float:
     return sum(any(e <= p <= e + tolerance for p in pts) for e in events) / len(events)
 
 
-def fixed_rate_for_recall(length: int, events: list[int], tolerance: int, recall: float) -> tuple[int, int]:
-    """The sparsest fixed rate (decode every ``k`` frames, from frame 0) that reaches ``recall``:
-    returns ``(k, decodes)``. ``k = 1`` (every frame) always reaches 1.0."""
-    best = (1, length)
+def fixed_rate_recall(length: int, events: list[int], tolerance: int, every: int) -> float:
+    """Event recall of decoding every ``every`` frames, averaged over the ``every`` possible start
+    offsets: a fixed-rate decoder does not know where the events fall, so its expected recall,
+    not the recall of the one offset that happens to line up with them, is its quality."""
+    if not events:
+        return 1.0
+    phase = np.arange(every)[:, None]
+    e = np.asarray(events)[None, :]
+    wait = (phase - e) % every  # frames from an event to the next decode of this offset
+    return float(((wait <= tolerance) & (e + wait < length)).mean())
+
+
+def fixed_rate_for_recall(length: int, events: list[int], tolerance: int, recall: float) -> tuple[int, float]:
+    """The sparsest fixed rate (decode every ``k`` frames) whose expected recall over start offsets
+    (:func:`fixed_rate_recall`) reaches ``recall``: returns ``(k, decodes)``, ``decodes`` the mean
+    count over the offsets (``length / k``). ``k = 1`` (every frame) always reaches 1.0."""
+    best = 1
     for k in range(1, length + 1):
-        pts = list(range(0, length, k))
-        if event_recall(pts, events, tolerance) >= recall - 1e-9:
-            best = (k, len(pts))
-    return best
+        if fixed_rate_recall(length, events, tolerance, k) >= recall - 1e-9:
+            best = k
+    return best, length / best
 
 
 def calibrate_threshold(emb: Tensor, events: list[int], tolerance: int, recall: float = 0.9) -> float:
@@ -59,4 +74,4 @@ def calibrate_threshold(emb: Tensor, events: list[int], tolerance: int, recall: 
     return max(ok) if ok else min(cands)
 
 
-__all__ = ["selective_points", "event_recall", "fixed_rate_for_recall", "calibrate_threshold"]
+__all__ = ["selective_points", "event_recall", "fixed_rate_recall", "fixed_rate_for_recall", "calibrate_threshold"]
