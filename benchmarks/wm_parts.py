@@ -29,15 +29,19 @@ ROOT = HERE.parent
 BENCH_PY = ROOT / ".venv-bench" / "bin" / "python"
 
 #: per env: recorded data, image format, env action size, and whether a scripted expert records
-#: half the episodes (envs without one record random actions held 5 steps only)
+#: half the episodes (envs without one record random actions held 5 steps only); ``model``: fields
+#: the env needs in every recipe -- a pendulum or an arm is in motion, and one frame does not show
+#: how fast, so the predictor sees two frames (``history``) and the goal is a two-frame clip when
+#: the goal test includes velocities (``goal_frames``, planning/cost.py)
 DATA: dict[str, dict[str, Any]] = {
     "tworoom": dict(img=64, chans=3, episodes=200, steps=100, env_kwargs={}, action_dim=2, expert=True),
     "bouncing": dict(img=32, chans=1, episodes=200, steps=60, action_dim=2, expert=True,
                      env_kwargs=dict(num_balls=1, radius=5.0, speed=[0.5, 3.0], action_scale=3.0)),
     "pusht": dict(img=64, chans=3, episodes=200, steps=120, env_kwargs={}, action_dim=2, expert=True),
-    "Pendulum-v1": dict(img=32, chans=1, episodes=200, steps=100, env_kwargs={}, action_dim=1, expert=False),
+    "Pendulum-v1": dict(img=32, chans=1, episodes=200, steps=100, env_kwargs={}, action_dim=1, expert=False,
+                        model=dict(history=2, goal_frames=2)),
     "dm_control/reacher-easy-v0": dict(img=64, chans=3, episodes=100, steps=100, env_kwargs={}, action_dim=2,
-                                       expert=False),
+                                       expert=False, model=dict(history=2)),
 }
 #: per recipe: model fields (WorldModelConfig), training budget, evaluation planner
 RECIPES: dict[str, dict[str, Any]] = {
@@ -113,8 +117,10 @@ def world_model(env: str, recipe: str, seed: int = 0, lightly: bool = False) -> 
     from jepalab.recipes.worldmodel import WorldModel, WorldModelConfig
 
     d = DATA[env]
-    cfg = WorldModelConfig(img_size=d["img"], in_chans=d["chans"], action_dim=d["action_dim"], frameskip=5,
-                           **RECIPES[recipe]["model"])
+    fields, need = dict(RECIPES[recipe]["model"]), d.get("model", {})
+    fields["history"] = max(fields["history"], need.get("history", 1))
+    fields["goal_frames"] = need.get("goal_frames", 1)
+    cfg = WorldModelConfig(img_size=d["img"], in_chans=d["chans"], action_dim=d["action_dim"], frameskip=5, **fields)
     torch.manual_seed(seed)
     return _lightly_class()(cfg) if lightly else WorldModel(cfg)
 

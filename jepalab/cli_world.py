@@ -118,8 +118,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from jepalab.data.envs import make_env, make_env_from_meta
     from jepalab.data.trajectories import read_meta
     from jepalab.planning.episode_media import save_episode_media
-    from jepalab.planning.evaluate import (check_env_matches, encoder_fn, frame_to_model, load_world_model,
-                                           make_planner, pick_tasks, run_goal_episode)
+    from jepalab.planning.evaluate import (check_env_matches, encoder_fn, load_world_model, make_planner,
+                                           pick_tasks, run_goal_episode, start_context)
     from jepalab.planning.mpc import MPCController
 
     check_writable_dir(args.out, "--out")  # before planning, which may take minutes
@@ -140,8 +140,11 @@ def cmd_plan(args: argparse.Namespace) -> int:
         if args.data:
             task = pick_tasks(args.data, 1, args.goal_offset, args.test_every, args.seed,
                               accept=lambda s, g: not env.goal_success(s, g)[0])[0]
-            goal = frame_to_model(model, task["goal_frame"])[0]
-            ctrl.reset(goal, env_action_dim=env.action_dim)
+            from jepalab.data.trajectories import load_episode
+
+            context = start_context(model, load_episode(args.data, task["episode"]), task)
+            ctrl.reset(context["goal_obs"], env_action_dim=env.action_dim, past_obs=context["past_obs"],
+                       past_actions=context["past_actions"])
             res = run_goal_episode(env, task, ctrl.act, args.budget, keep_frames=True)
             goal_img, where = task["goal_frame"], f"held-out episode {task['episode']}, step {task['start']}"
         else:

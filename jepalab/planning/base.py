@@ -159,7 +159,8 @@ class Planner:
         self.generator.manual_seed(self.seed if seed is None else seed)
 
     def plan(self, z_hist: Tensor, goal: Tensor, a_hist: Tensor | None = None, shift: int = 1) -> Tensor:
-        """Best action sequences ``(E, H, A)`` for history ``z_hist (E, k, D)`` and ``goal (E, D)``.
+        """Best action sequences ``(E, H, A)`` for history ``z_hist (E, k, D)`` and ``goal (E, D)``
+        (or a goal clip ``(E, G, D)``, compared with the last ``G`` embeddings: ``planning/cost.py``).
 
         ``a_hist (E, k-1, A)``: actions between the history frames. ``shift``: how many steps of
         the previous plan were executed since it was made (the warm start drops them). The cost
@@ -201,7 +202,8 @@ class Planner:
         expected = (e * n, self.horizon, z_hist.shape[-1])
         if tuple(pred.shape) != expected:
             raise ShapeError(f"model.rollout returned {tuple(pred.shape)}; expected (B, H, D) = {expected}.")
-        cost = latent_cost(pred, goal.repeat_interleave(n, dim=0), self.cost_kind, reduce=self.reduce)
+        context = _repeat(z_hist, n) if goal.dim() == 3 else None  # a goal clip looks back into the history
+        cost = latent_cost(pred, goal.repeat_interleave(n, dim=0), self.cost_kind, reduce=self.reduce, context=context)
         if spread is not None:
             cost = cost + self.uncertainty * spread
         return cost.reshape(e, n)
@@ -269,8 +271,13 @@ class Planner:
         e, k, d = z_hist.shape
         if goal.dim() == 1:
             goal = goal.unsqueeze(0).expand(e, -1)
-        if goal.shape != (e, d):
-            raise ShapeError(f"goal must be (E, D) = ({e}, {d}) to match z_hist, got {tuple(goal.shape)}.")
+        if goal.dim() == 3 and goal.shape[1] == 1:
+            goal = goal[:, 0]
+        if goal.dim() == 3 and (goal.shape[0], goal.shape[2]) == (e, d):
+            pass  # a goal clip (E, G, D): planning/cost.py
+        elif goal.shape != (e, d):
+            raise ShapeError(f"goal must be (E, D) = ({e}, {d}) or a clip (E, G, {d}) to match z_hist, got "
+                             f"{tuple(goal.shape)}.")
         if a_hist is not None:
             if a_hist.dim() != 3 or a_hist.shape[0] != e or a_hist.shape[1] != k - 1:
                 raise ShapeError(f"a_hist must be (E, k-1, A) = ({e}, {k - 1}, A), got {tuple(a_hist.shape)}.")

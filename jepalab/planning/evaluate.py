@@ -152,9 +152,30 @@ def pick_tasks(dataset_dir: str | os.PathLike, count: int, goal_offset: int = 25
             if (e, s) not in used and (accept is None or accept(ep["state"][s], ep["state"][s + goal_offset])):
                 break
         used.add((e, s))
-        tasks.append({"episode": e, "start": s, "state": ep["state"][s], "goal_state": ep["state"][s + goal_offset],
+        tasks.append({"episode": e, "start": s, "goal_step": s + goal_offset, "state": ep["state"][s],
+                      "goal_state": ep["state"][s + goal_offset],
                       "start_frame": ep["frames"][s], "goal_frame": ep["frames"][s + goal_offset]})
     return tasks
+
+
+def start_context(model: Any, episode: dict[str, Any], task: dict[str, Any]) -> dict[str, Any]:
+    """What the controller is given besides the start frame, from the task's recorded ``episode``:
+    ``goal_obs`` -- the goal frame, or the model's ``goal_frames`` frames ending at it one model step
+    (``frameskip`` env steps) apart; ``past_obs`` / ``past_actions`` -- up to ``history - 1``
+    recorded frames before the start, one model step apart, with the action block taken after
+    each (so the first plan sees the motion the agent is in). Frames are model inputs ``(C, S, S)``."""
+    cfg = model.config
+    f, k, g = int(cfg.frameskip), int(cfg.history), int(getattr(cfg, "goal_frames", 1))
+    frames, acts = episode["frames"], np.asarray(episode["actions"], np.float32)
+    s, goal = int(task["start"]), int(task["goal_step"])
+    clip = [frame_to_model(model, frames[max(goal - f * j, 0)])[0] for j in range(g - 1, -1, -1)]
+    past_obs, past_actions = [], []
+    for j in range(k - 1, 0, -1):
+        i = s - f * j
+        if i >= 0 and i + f <= acts.shape[0]:
+            past_obs.append(frame_to_model(model, frames[i])[0])
+            past_actions.append(torch.from_numpy(acts[i: i + f].reshape(-1)))
+    return {"goal_obs": clip if g > 1 else clip[0], "past_obs": past_obs, "past_actions": past_actions}
 
 
 # ------------------------------------------------------------------------------ env state + success
@@ -248,8 +269,14 @@ def evaluate_planning(model: Any, env_name: str, dataset_dir: str | os.PathLike,
             from tqdm.auto import tqdm
 
             bar = tqdm(total=len(tasks), desc=f"plan {env_name}", unit="ep")
+        from jepalab.data.trajectories import load_episode
+
         for i, task in enumerate(tasks):
-            ctrl.reset(frame_to_model(model, task["goal_frame"])[0], env_action_dim=env.action_dim)
+            acts = load_episode(dataset_dir, task["episode"])
+            context = start_context(model, acts, task)
+            acts = acts["actions"]
+            ctrl.reset(context["goal_obs"], env_action_dim=env.action_dim, past_obs=context["past_obs"],
+                       past_actions=context["past_actions"])
             if flops is None:
                 z = ctrl.encode_fn(frame_to_model(model, task["start_frame"])[0])[None, None]
                 flops = plan_flops(pl, z, ctrl.goal[None])
@@ -260,14 +287,13 @@ def evaluate_planning(model: Any, env_name: str, dataset_dir: str | os.PathLike,
                    "wall_s": time.perf_counter() - t0}
             plan_times += ctrl.plan_times
             if ctrl.costs:
-                reached = ctrl.goal_distances + [ctrl.distance(ctrl.encode_fn(res["final_obs"]))]
+                reached = ctrl.goal_distances + [ctrl.distance(ctrl.encode_fn(res["final_obs"]), ctrl.observed)]
                 row["expected_cost"], row["reached_cost"] = ctrl.costs[0], min(reached)
             if diagnose and not res["success"]:
-                from jepalab.data.trajectories import load_episode
                 from jepalab.planning.failures import classify_failure
 
-                acts = load_episode(dataset_dir, task["episode"])["actions"]
-                row["failure"] = classify_failure(model, pl, env, task, acts, ctrl.encode_fn, ctrl.goal)
+                past = ([ctrl.encode_fn(o) for o in context["past_obs"]], context["past_actions"])
+                row["failure"] = classify_failure(model, pl, env, task, acts, ctrl.encode_fn, ctrl.goal, past)
             if baseline:
                 rng = np.random.default_rng(seed * 100003 + i)
                 rnd = run_goal_episode(env, task, lambda _o: rng.uniform(-1, 1, env.action_dim).astype(np.float32),
@@ -309,5 +335,5 @@ def evaluate_planning(model: Any, env_name: str, dataset_dir: str | os.PathLike,
 
 
 __all__ = ["PLANNERS", "evaluate_planning", "load_world_model", "make_planner", "frame_to_model",
-           "encoder_fn", "check_env_matches", "held_out_episodes", "pick_tasks", "reset_to_state",
+           "encoder_fn", "check_env_matches", "held_out_episodes", "pick_tasks", "reset_to_state", "start_context",
            "state_success", "run_goal_episode", "plan_flops"]

@@ -52,21 +52,28 @@ def recorded_blocks(actions: np.ndarray, start: int, horizon: int, frameskip: in
 
 
 def classify_failure(model: Any, planner: Any, env: Any, task: dict[str, Any], actions: np.ndarray,
-                     encode: Any, goal_z: Tensor) -> dict[str, Any]:
+                     encode: Any, goal_z: Tensor,
+                     past: tuple[list[Tensor], list[Tensor]] | None = None) -> dict[str, Any]:
     """Classify one failed task (module docstring). ``actions``: the recorded episode's env actions;
-    ``encode(obs) -> (D,)``; ``goal_z (D,)``. Returns ``cause`` and the costs behind it."""
+    ``encode(obs) -> (D,)``; ``goal_z (D,)`` or a goal clip ``(G, D)``; ``past``: the embeddings
+    before the start and the action blocks after each (the controller's history), if any.
+    Returns ``cause`` and the costs behind it."""
     f = int(model.config.frameskip)
     obs = env.reset_to(task["state"], task["goal_state"])
     z0 = encode(obs)
     dev = z0.device
+    past_z, past_a = past if past is not None else ([], [])
+    z_hist = torch.stack([*past_z, z0])[None].to(dev)                        # (1, k, D)
+    a_hist = torch.stack(past_a)[None].to(dev) if past_a else None
     rec = recorded_blocks(actions, int(task["start"]), planner.horizon, f).to(dev)
     planner.reset()
-    found = planner.solve(z0[None, None], goal_z[None])
+    found = planner.solve(z_hist, goal_z[None], a_hist)
     plan, c_found = found.actions[0], float(found.cost[0])
     with torch.inference_mode():
-        c_rec = float(latent_cost(model.rollout(z0[None, None], rec[None]), goal_z[None], planner.cost_kind,
-                                  reduce=planner.reduce)[0])
-    scale = float(torch.linalg.vector_norm(z0 - goal_z)) or 1.0
+        c_rec = float(latent_cost(model.rollout(z_hist, rec[None], a_hist), goal_z[None], planner.cost_kind,
+                                  reduce=planner.reduce, context=z_hist)[0])
+    last_goal = goal_z if goal_z.dim() == 1 else goal_z[-1]
+    scale = float(torch.linalg.vector_norm(z0 - last_goal)) or 1.0
     out = {"c_recorded": c_rec, "c_found": c_found, "start_goal_distance": scale}
     # execute the found plan open loop, encoding the frame after each action block
     real, reached = [], False
@@ -81,7 +88,8 @@ def classify_failure(model: Any, planner: Any, env: Any, task: dict[str, Any], a
             break
     while len(real) < planner.horizon:  # an episode that ended early stays where it ended
         real.append(real[-1])
-    c_real = float(latent_cost(torch.stack(real)[None], goal_z[None], planner.cost_kind, reduce=planner.reduce)[0])
+    c_real = float(latent_cost(torch.stack(real)[None], goal_z[None], planner.cost_kind, reduce=planner.reduce,
+                               context=z_hist)[0])
     out["c_real"] = c_real
     if reached:
         return {**out, "cause": "replanning"}

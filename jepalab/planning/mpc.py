@@ -65,8 +65,17 @@ class MPCController:
         self._done_latent = 0
         self._partial: list[Tensor] = []
 
-    def reset(self, goal_obs: Any, env_action_dim: int | None = None) -> None:
-        """Start an episode towards ``goal_obs``; ``env_action_dim`` sets the action chunking."""
+    def reset(self, goal_obs: Any, env_action_dim: int | None = None, past_obs: list[Any] | None = None,
+              past_actions: list[Any] | None = None) -> None:
+        """Start an episode towards ``goal_obs``; ``env_action_dim`` sets the action chunking.
+
+        ``goal_obs``: one observation, or a list of them one model step apart (oldest first): a
+        goal clip, compared with the last embeddings of each imagined future (``planning/cost.py``).
+        ``past_obs``: observations before the first one, one model step apart (oldest first), with
+        ``past_actions`` the action block taken after each: the predictor's history from the start
+        (a recorded episode has them), so a model that reads velocities off two frames knows them
+        at the first plan instead of assuming the first frame stood still.
+        """
         a_plan = self.planner.action_dim
         env_dim = a_plan if env_action_dim is None else int(env_action_dim)
         if env_dim < 1 or a_plan % env_dim:
@@ -80,11 +89,30 @@ class MPCController:
                 f"replan_every={self.replan_every} must be a multiple of the action chunk {self.chunk} "
                 "so that plans start on a model step."
             )
-        self.goal = self._embed(goal_obs)
+        if isinstance(goal_obs, (list, tuple)):
+            if not goal_obs:
+                raise ConfigError("goal_obs is an empty list: give one goal observation or a clip of them.")
+            if len(goal_obs) > self.history:
+                raise ConfigError(f"a goal clip of {len(goal_obs)} frames needs a controller history of at least as "
+                                  f"many embeddings (history={self.history}).")
+            self.goal = torch.stack([self._embed(o) for o in goal_obs]) if len(goal_obs) > 1 else self._embed(goal_obs[0])
+        else:
+            self.goal = self._embed(goal_obs)
         self.planner.reset()
         self.costs, self.plan_times, self.goal_distances = [], [], []
         self._queue.clear(), self._z.clear(), self._a.clear()
         self._since_plan, self._done_latent, self._partial = 0, 0, []
+        past_obs, past_actions = list(past_obs or []), list(past_actions or [])
+        if len(past_actions) != len(past_obs):
+            raise ShapeError(f"past_obs has {len(past_obs)} observations but past_actions {len(past_actions)} "
+                             "action blocks: give the block taken after each past observation.")
+        for o, a in zip(past_obs, past_actions):
+            self._z.append(self._embed(o))
+            a = torch.as_tensor(a, dtype=torch.float32).reshape(-1)
+            if a.numel() != a_plan:
+                raise ShapeError(f"a past action block has {a.numel()} numbers; the planner plans {a_plan}.")
+            if self.history > 1:
+                self._a.append(a)
 
     def act(self, obs: Any) -> np.ndarray:
         """The next env action (numpy float32, ``(A_env,)``) for observation ``obs``."""
@@ -93,7 +121,7 @@ class MPCController:
         if not self._partial:  # at a model-step boundary: record the embedding
             z = self._embed(obs)
             self._z.append(z)
-            self.goal_distances.append(self.distance(z))
+            self.goal_distances.append(self.distance(z, list(self._z)[:-1]))
             if not self._queue or self._since_plan >= self.replan_every:
                 self._replan()
             latent = self._queue.popleft()
@@ -104,17 +132,25 @@ class MPCController:
         self._since_plan += 1
         return self._partial.pop(0).detach().cpu().numpy().astype(np.float32)
 
-    def distance(self, z: Tensor) -> float:
+    def distance(self, z: Tensor, before: list[Tensor] | None = None) -> float:
         """The planner's cost kind between one embedding ``(D,)`` and the goal: what a plan's
-        expected cost is compared with once the agent is really there."""
-        return float(latent_cost(z.reshape(1, 1, -1), self.goal[None], self.planner.cost_kind, reduce="last")[0])
+        expected cost is compared with once the agent is really there. ``before``: the embeddings
+        observed before ``z`` (oldest first), which a goal clip compares too."""
+        ctx = torch.stack(before)[None] if before else None
+        return float(latent_cost(z.reshape(1, 1, -1), self.goal[None], self.planner.cost_kind, reduce="last",
+                                 context=ctx)[0])
+
+    @property
+    def observed(self) -> list[Tensor]:
+        """The embeddings the controller keeps (its history), oldest first."""
+        return list(self._z)
 
     def _replan(self) -> None:
         z_hist = torch.stack(list(self._z)).unsqueeze(0)  # (1, k, D)
         k = z_hist.shape[1]
         a_hist = torch.stack(list(self._a)[-(k - 1):]).unsqueeze(0) if k > 1 else None
         t0 = time.perf_counter()
-        result = self.planner.solve(z_hist, self.goal, a_hist, shift=self._done_latent)
+        result = self.planner.solve(z_hist, self.goal[None], a_hist, shift=self._done_latent)
         cost = float(result.cost[0])  # reading the cost waits for a GPU's queue: the time is the whole plan's
         self.plan_times.append(time.perf_counter() - t0)
         self.costs.append(cost)

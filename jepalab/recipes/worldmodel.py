@@ -70,6 +70,8 @@ class WorldModelConfig:
     action_dim: int = 2              # one environment action
     frameskip: int = 1               # env steps per model step (LeWM: 5); actions are concatenated
     history: int = 3                 # frames the predictor attends to (LeWM: 3)
+    goal_frames: int = 1             # frames (model steps apart) that describe a goal; 2 when the goal
+                                     # test includes velocities (planning/cost.py); <= history
     predictor: str = "transformer"   # transformer (LeWM: AdaLN-zero causal) | mlp (residual MLP)
     pred_dim: int = 192              # transformer width | mlp hidden width
     pred_depth: int = 6
@@ -106,6 +108,10 @@ class WorldModelConfig:
         for name in ("action_dim", "frameskip", "history", "pred_depth", "img_size", "in_chans"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"model.{name} must be >= 1, got {getattr(self, name)}.")
+        if isinstance(self.goal_frames, bool) or not isinstance(self.goal_frames, int) \
+                or not 1 <= self.goal_frames <= self.history:
+            raise ConfigError(f"model.goal_frames={self.goal_frames!r}: use an int from 1 to model.history="
+                              f"{self.history} (a goal clip is compared with the model's last embeddings).")
         if self.predictor not in PREDICTORS:
             raise ConfigError(f"model.predictor={self.predictor!r}: choose one of {PREDICTORS}.")
         if isinstance(self.ensemble, bool) or not isinstance(self.ensemble, int) or self.ensemble < 1:
