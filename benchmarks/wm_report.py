@@ -81,8 +81,10 @@ def write_report(results: Path, out: Path, suffix: str = "") -> str:
                 else f"lightly twin: {lt.get('skipped')}")
         cmds = list(dict.fromkeys(row.get("command", res["command"]) for rows in res["recipes"].values()
                                   for row in rows))
-        L.append(f"- {env}: {'; '.join(f'`{c}`' for c in cmds)} — {res['data']['episodes']} episodes recorded in "
-                 f"{res['record_s'] / 60:.1f} min; whole run {res.get('wall_min', float('nan')):.0f} min; load average "
+        rec = (f"recorded in {res['record_s'] / 60:.1f} min" if res.get("record_s") is not None
+               else "recorded by an earlier run (reused, not timed)")
+        L.append(f"- {env}: {'; '.join(f'`{c}`' for c in cmds)} — {res['data']['episodes']} episodes {rec}; "
+                 f"whole run {res.get('wall_min', float('nan')):.0f} min; load average "
                  f"before {res['load_before']}, after {res.get('load_after', '?')}; torch {res.get('torch', '?')}; {twin}.")
     text = "\n".join(L) + "\n"
     write_text_atomic(out, text)

@@ -41,9 +41,10 @@ def run_env(env: str, a: argparse.Namespace) -> dict[str, Any]:
     """Everything measured on one env (module docstring)."""
     d = {**DATA[env], **({"episodes": a.episodes} if a.episodes else {}),
          **({"episodes": QUICK["episodes"]} if a.quick else {})}
+    cached = _recorded(a.work, env, d)
     t0 = time.perf_counter()
     data = record(env, a.work, d)
-    res: dict[str, Any] = {"data": d, "record_s": time.perf_counter() - t0, "recipes": {}}
+    res: dict[str, Any] = {"data": d, "record_s": None if cached else time.perf_counter() - t0, "recipes": {}}
     peak = _matmul_peak()
     for recipe in a.recipes:
         rows = []
@@ -71,6 +72,14 @@ def run_env(env: str, a: argparse.Namespace) -> dict[str, Any]:
         res["lightly"] = lightly_twin(env, a.work, data, a.lewm_goals, a.quick)
     res["torch"], res["threads"] = torch.__version__, torch.get_num_threads()
     return res
+
+
+def _recorded(work: Path, env: str, d: dict[str, Any]) -> bool:
+    """Whether ``record`` will reuse an earlier recording (then this run did not time it)."""
+    from jepalab.data.trajectories import read_meta
+
+    meta = work / slug(env) / "mixed" / "meta.json"
+    return meta.is_file() and read_meta(meta.parent).get("episodes") == d["episodes"]
 
 
 def studies(model: Any, env: str, data: Path, recipe: str, a: argparse.Namespace) -> dict[str, Any]:
