@@ -7,7 +7,8 @@ recipe's cost, no random baseline), so one run draws the curve. The learning-rat
 full run's, so an intermediate checkpoint is not a shorter run: it was trained at a higher rate.
 
 Variants: ``recipe`` (the compact recipe's own batch 64 and learning rate 3e-3) and ``gpu`` (the
-GPU benchmark's batch 128, learning rate 5e-4, weight decay 0.05).
+GPU benchmark's batch 128, learning rate 5e-4, weight decay 0.05) and ``wide`` (the recipe with a
+512-wide, 3-layer MLP predictor).
 
 Run: ``python benchmarks/wm_curve.py --env tworoom --variant recipe --steps 1500 --every 300`` and
 ``--variant gpu --steps 750 --every 150`` (the recording of ``world_models.py --envs tworoom`` must
@@ -33,7 +34,9 @@ sys.path.insert(0, str(HERE))
 
 from wm_parts import CEM, DATA, RECIPES, evaluate, slug, world_model  # noqa: E402
 
-VARIANTS = {"recipe": {}, "gpu": dict(batch=128, lr=5e-4, weight_decay=0.05)}
+VARIANTS = {"recipe": {}, "gpu": dict(batch=128, lr=5e-4, weight_decay=0.05),
+            # a predictor with 4x the parameters: is its capacity what limits the dynamics at a wall?
+            "wide": dict(model=dict(pred_dim=512, pred_depth=3))}
 
 
 def run(env: str, variant: str, steps: int, every: int, goals: int, work: Path, seed: int = 0) -> dict:
@@ -46,7 +49,7 @@ def run(env: str, variant: str, steps: int, every: int, goals: int, work: Path, 
     data = work / slug(env) / "mixed"
     if not (data / "meta.json").is_file():
         raise SystemExit(f"no recording at {data}: run `python benchmarks/world_models.py --envs {env}` first.")
-    model = world_model(env, "compact", seed=seed)
+    model = world_model(env, "compact", seed=seed, overrides=v.get("model"))
     src = TrajectorySource(TrajectoryConfig(path=str(data), frames=r["frames"], frameskip=5, channels=d["chans"],
                                             img_size=d["img"], seed=seed))
     run_dir = work / slug(env) / f"curve_{variant}_{seed}"
@@ -76,6 +79,8 @@ def to_markdown(results: list[dict]) -> str:
     for res in results:
         r, v = RECIPES["compact"], res["train"]
         hp = f"{v.get('batch', r['batch'])} / {v.get('lr', r['lr'])} / {v.get('weight_decay', 0.0)}"
+        if v.get("model"):
+            hp += " (" + ", ".join(f"{k} {x}" for k, x in v["model"].items()) + ")"
         for p in res["curve"]:
             lo, hi = p["wilson"]
             causes = ", ".join(f"{k} {n}" for k, n in p["failure_causes"].items() if n) or "none"

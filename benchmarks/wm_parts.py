@@ -112,14 +112,17 @@ def record(env: str, work: Path, d: dict[str, Any], seed: int = 0) -> Path:
 
 
 # ---------------------------------------------------------------------------- models
-def world_model(env: str, recipe: str, seed: int = 0, lightly: bool = False) -> Any:
-    """A fresh model of ``recipe`` for ``env``'s frames, initialised from ``seed``."""
+def world_model(env: str, recipe: str, seed: int = 0, lightly: bool = False,
+                overrides: dict[str, Any] | None = None) -> Any:
+    """A fresh model of ``recipe`` for ``env``'s frames, initialised from ``seed``; ``overrides``:
+    model fields that replace the recipe's (a study's variant)."""
     from jepalab.recipes.worldmodel import WorldModel, WorldModelConfig
 
     d = DATA[env]
     fields, need = dict(RECIPES[recipe]["model"]), d.get("model", {})
     fields["history"] = max(fields["history"], need.get("history", 1))
     fields["goal_frames"] = need.get("goal_frames", 1)
+    fields.update(overrides or {})
     cfg = WorldModelConfig(img_size=d["img"], in_chans=d["chans"], action_dim=d["action_dim"], frameskip=5, **fields)
     torch.manual_seed(seed)
     return _lightly_class()(cfg) if lightly else WorldModel(cfg)
