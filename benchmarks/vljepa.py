@@ -25,7 +25,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from vljepa_parts import (  # noqa: E402
-    eval_qa, latency, retrieval, selective_stream, train, unseen_auroc, write_table, zero_shot_mnist)
+    EMB_MODELS, QA_MODELS, eval_qa, latency, retrieval, selective_stream, train, unseen_auroc, write_table,
+    zero_shot_mnist)
 
 from jepalab.atomic import write_bytes_atomic  # noqa: E402
 from jepalab.data.shapes_world import ShapesWorld, ShapesWorldConfig  # noqa: E402
@@ -68,12 +69,18 @@ def main(argv: list[str] | None = None) -> dict:
     train_src = ShapesWorld(ShapesWorldConfig(seed=a.seed, mnist_fraction=0.1))
     test_src = ShapesWorld(ShapesWorldConfig(seed=a.seed + 1, split="test"))
     caption_steps = steps * 3 // 10
-    base = dict(caption_steps=caption_steps, pred_dim=128, pred_heads=4)
+    base = dict(caption_steps=caption_steps)
     tune = dict(y_tune=True) if a.y_tune else {}
-    specs = {"vljepa": (VLJEPA, dict(pred_depth=2, **tune)), "vljepa_small": (VLJEPA, dict(pred_depth=1, **tune)),
-             "token_twin": (TokenTwin, dict(pred_depth=2)), "clip_style": (ClipStyle, dict(pred_depth=2))}
-    res: dict = {"command": " ".join(["python benchmarks/vljepa.py"] + shown), "config": {"steps": steps, "batch": batch, "caption_steps": caption_steps, "seed": a.seed,
-                            "threads": a.threads, "quick": q, "n_eval": n_eval, "y_tune": a.y_tune, **base}, "models": {}}
+    peer = dict(pred_dim=128, pred_depth=2, pred_heads=4)  # the twin's and the CLIP-style model's sizes
+    specs = {"vljepa": (VLJEPA, dict(**tune)),  # the recipe's default predictor and decoder sizes
+             "vljepa_wide": (VLJEPA, dict(pred_dim=128, pred_depth=1, pred_heads=4, dec_hidden=128, **tune)),
+             "token_twin": (TokenTwin, peer), "clip_style": (ClipStyle, peer)}
+    sizes = {name: {k: getattr(VLJEPAConfig(**extra), k) for k in ("pred_dim", "pred_depth", "pred_heads", "dec_hidden")}
+             for name, (_, extra) in specs.items()}
+    res: dict = {"command": " ".join(["python benchmarks/vljepa.py"] + shown),
+                 "config": {"steps": steps, "batch": batch, "caption_steps": caption_steps, "seed": a.seed,
+                            "threads": a.threads, "quick": q, "n_eval": n_eval, "y_tune": a.y_tune, "sizes": sizes},
+                 "models": {}}
     models = {}
     for name, (cls, extra) in specs.items():
         torch.manual_seed(a.seed)
@@ -85,13 +92,17 @@ def main(argv: list[str] | None = None) -> dict:
                "trainable_params_without_decoder": params(model, skip="decoder.")}
         print(f"{name}: trained {steps} steps in {secs:.0f} s, {row['trainable_params']} params", flush=True)
         res["models"][name] = row
-    for name in ("vljepa", "vljepa_small", "token_twin"):
+    twin = res["models"]["token_twin"]["trainable_params"]
+    for row in res["models"].values():
+        row["share_of_twin"] = row["trainable_params"] / twin
+        row["share_of_twin_without_decoder"] = row["trainable_params_without_decoder"] / twin
+    for name in QA_MODELS:
         m = models[name]
         row = res["models"][name]
         row.update(eval_qa(m, test_src, n_eval))
         row.update(latency(m, test_src, n_lat))
         print(name, {k: row[k] for k in ("exact_match", "retrieval_acc")}, flush=True)
-    for name in ("vljepa", "vljepa_small", "clip_style"):
+    for name in EMB_MODELS:
         m, row = models[name], res["models"][name]
         row.update(zero_shot_mnist(m, 100 if q else 1000))
         row.update(retrieval(m, test_src, 32 if q else 300))

@@ -40,14 +40,14 @@ from jepalab.recipes.vl_parts import (QueryReader, XEncoder, XEncoderConfig, YSp
 class VLJEPAConfig(XEncoderConfig):
     """Sizes of the predictor and decoder, the two stages and the loss (see the module docstring)."""
 
-    pred_dim: int = 128
-    pred_depth: int = 2
+    pred_dim: int = 64  # 64 x 1 and a 96-wide decoder: 58% of the twin's trainable parameters
+    pred_depth: int = 1  # (benchmarks/results/vljepa_sizes.json)
     pred_heads: int = 4
     query_len: int = 24
     caption_steps: int = 0
     caption_mix: float = 0.25
     init_tau: float = 0.07
-    dec_hidden: int = 128
+    dec_hidden: int = 96
     dec_weight: float = 1.0
     dec_noise: float = 0.05
     decoder_vocab: list[int] = field(default_factory=list)  # empty: the data's words (filled when built)
