@@ -8,7 +8,7 @@ full run's, so an intermediate checkpoint is not a shorter run: it was trained a
 
 Variants: ``recipe`` (the compact recipe's own batch 64 and learning rate 3e-3) and ``gpu`` (the
 GPU benchmark's batch 128, learning rate 5e-4, weight decay 0.05) and ``wide`` (the recipe with a
-512-wide, 3-layer MLP predictor).
+512-wide, 3-layer MLP predictor), ``deep`` (256 wide, 3 layers) and ``w384`` (384 wide, 2 layers).
 
 Run: ``python benchmarks/wm_curve.py --env tworoom --variant recipe --steps 1500 --every 300`` and
 ``--variant gpu --steps 750 --every 150`` (the recording of ``world_models.py --envs tworoom`` must
@@ -36,7 +36,9 @@ from wm_parts import CEM, DATA, RECIPES, evaluate, slug, world_model  # noqa: E4
 
 VARIANTS = {"recipe": {}, "gpu": dict(batch=128, lr=5e-4, weight_decay=0.05),
             # a predictor with 4x the parameters: is its capacity what limits the dynamics at a wall?
-            "wide": dict(model=dict(pred_dim=512, pred_depth=3))}
+            "wide": dict(model=dict(pred_dim=512, pred_depth=3)),
+            "deep": dict(model=dict(pred_dim=256, pred_depth=3)),   # depth alone (2x the predictor FLOPs)
+            "w384": dict(model=dict(pred_dim=384, pred_depth=2))}   # width alone (2x the predictor FLOPs)
 
 
 def run(env: str, variant: str, steps: int, every: int, goals: int, work: Path, seed: int = 0) -> dict:

@@ -61,7 +61,7 @@ def run_env(env: str, a: argparse.Namespace) -> dict[str, Any]:
             goals = a.goals if recipe == "compact" else a.lewm_goals
             row["cem"] = evaluate(model, env, data, goals, "cem", CEM, red, seed=0)
             _say(env, recipe, seed, "cem", row["cem"])
-            if seed == seeds[0]:
+            if seed == seeds[0] and a.study_goals > 0:
                 row["speed"] = plan_speed(model, peak, CEM)
                 row["speed_lewm_cem"] = plan_speed(model, peak, LEWM_CEM)
                 row["studies"] = studies(model, env, data, recipe, a)
@@ -112,9 +112,10 @@ def _say(env: str, recipe: str, seed: Any, what: str, r: dict[str, Any]) -> None
 
 
 def _save(env: str, a: argparse.Namespace, res: dict[str, Any]) -> None:
-    """Write the env's results file. A run of some recipes (``--recipes compact``) replaces those
-    recipes' rows and keeps the other recipes (and the lightly twin) from the file, when both runs
-    used the same recorded data; each row keeps the command that produced it."""
+    """Write the env's results file. A run of some recipes and seeds (``--recipes compact --seeds
+    1``) replaces those rows and keeps the other recipes' and seeds' rows (and the lightly twin) from
+    the file, when both runs used the same recorded data, so seeds can run in parallel processes;
+    each row keeps the command that produced it."""
     cmd = _command(a)
     res = {**res, "command": cmd, "load_before": a.load,
            "recipes": {k: [{**row, "command": cmd} for row in rows] for k, rows in res["recipes"].items()}}
@@ -123,9 +124,12 @@ def _save(env: str, a: argparse.Namespace, res: dict[str, Any]) -> None:
         old = json.loads(path.read_text())
         same = ("img", "chans", "episodes", "steps", "env_kwargs")  # what defines the recording
         if all(old.get("data", {}).get(k) == res["data"].get(k) for k in same):
-            kept = {k: [{"command": old.get("command", "?"), **row} for row in rows]
-                    for k, rows in old.get("recipes", {}).items() if k not in res["recipes"]}
-            res["recipes"] = {**kept, **res["recipes"]}
+            new_seeds = {k: {row["seed"] for row in rows} for k, rows in res["recipes"].items()}
+            kept = {k: [{"command": old.get("command", "?"), **row} for row in rows
+                        if row.get("seed") not in new_seeds.get(k, ())]
+                    for k, rows in old.get("recipes", {}).items()}
+            res["recipes"] = {k: sorted(kept.get(k, []) + res["recipes"].get(k, []), key=lambda r: r.get("seed", 0))
+                              for k in {**kept, **res["recipes"]} if kept.get(k) or res["recipes"].get(k)}
             if "lightly" in old and "lightly" not in res:
                 res["lightly"] = {"command": old.get("command", "?"), **old["lightly"]}
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -165,7 +169,7 @@ def main() -> None:
     p.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1], help="training seeds of the compact recipe")
     p.add_argument("--goals", type=int, default=100, help="held-out goals per evaluation (default 100)")
-    p.add_argument("--study-goals", type=int, default=50, help="goals per planner/cost study (default 50)")
+    p.add_argument("--study-goals", type=int, default=50, help="goals per planner/cost study (default 50; 0 skips the studies)")
     p.add_argument("--lewm-goals", type=int, default=50,
                    help="goals for the lewm recipe (default 50: its transformer plans ~15x slower on this CPU)")
     p.add_argument("--episodes", type=int, default=None,
