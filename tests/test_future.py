@@ -267,3 +267,43 @@ def test_mode_separation_measures_the_futures_distance_against_prediction_error(
     assert abs(out["separation"] - float(want_sep)) < 0.1, (out, float(want_sep))
     assert abs(out["noise"] - float(want_noise)) < 0.1, (out, float(want_noise))
     assert out["ratio"] == pytest.approx(out["separation"] / out["noise"])
+
+
+def _turning(n: int, g: torch.Generator, d: int = 8) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Two equally likely futures ``last +/- u`` whose direction ``u`` turns with the context (as a
+    kicked ball's two next embeddings do): history ``(n, 3, d)``, target ``(n, d)``, ``u (n, d)``."""
+    v = torch.randn(d, d, generator=torch.Generator().manual_seed(123))
+    hist = torch.randn(n, 3, d, generator=g)
+    u = torch.nn.functional.normalize(hist[:, -1] @ v, dim=1)
+    y = torch.where(torch.rand(n, generator=g) < 0.5, 1.0, -1.0)
+    return hist, hist[:, -1] + y[:, None] * u, u
+
+
+def _both_futures_reached(heads: bool, steps: int = 300) -> float:
+    torch.manual_seed(0)
+    m = FutureJEPA(FutureConfig(embed_dim=8, pred_hidden=32, img_size=8, enc_width=4, enc_dim=4, latent_dim=2,
+                                latent_kind="discrete", latent_samples=8, latent_relax=0.0, latent_to_hidden=True,
+                                latent_heads=heads, latent_warmup=steps // 6, latent_reseed_every=steps // 12))
+    g = torch.Generator().manual_seed(0)
+    opt = torch.optim.Adam([p for n, p in m.named_parameters() if not n.startswith("encoder")], lr=3e-3)
+    for s in range(steps):
+        hist, target, _ = _turning(128, g)
+        loss = m.latent_loss(hist, target, s)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        m.after_optimizer_step(s)
+    m.eval()
+    hist, _, u = _turning(300, torch.Generator().manual_seed(99))
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        along = torch.stack([((m.predict(hist, m.sample_latents(300, gen)) - hist[:, -1]) * u).sum(1)
+                             for _ in range(8)], 1)                    # (300, 8): +1 / -1 are the futures
+    return float((((along - 1).abs() < 0.5).any(1) & ((along + 1).abs() < 0.5).any(1)).float().mean())
+
+
+def test_output_heads_let_winner_takes_all_split_futures_that_turn_with_the_context():
+    """Where the two futures' direction depends on the context, codes that only shift the
+    predictor's input or hidden layer split them slowly; z mixing output heads splits them."""
+    old, new = _both_futures_reached(heads=False), _both_futures_reached(heads=True)
+    assert new > 0.85 and new > old + 0.2, (old, new)

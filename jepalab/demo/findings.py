@@ -75,7 +75,10 @@ def findings(r: dict[str, Any]) -> list[str]:
                    f"future and {_pct(z['between'])} between; both futures are reached in {_pct(cov['both_covered'])} "
                    f"of clips (mean {cov['modes_covered_mean']:.2f} of 2 modes"
                    + (f"; {_pct(cov['both_covered_along'])} counting only the position along the line between the "
-                      "futures" if "both_covered_along" in cov else "") + "): "
+                      "futures" if "both_covered_along" in cov else "")
+                   + (f"; the probe places the true next frames of both futures on them in "
+                      f"{_pct(cov['both_covered_true_futures'])}, the most a perfect predictor could score"
+                      if "both_covered_true_futures" in cov else "") + "): "
                    + ("a latent variable, not the embedding space, is what removes the ambiguity here." if covered
                       else "z did not reliably cover both futures in this run."))
         sep = st.get("z_separation")

@@ -159,6 +159,9 @@ def stochastic_landing(jepa: dict[str, Any], jepa_z: dict[str, Any], model_z: An
     codes_t, u_t = torch.stack(codes, 1), torch.stack(us, 1)  # (N, S) each
     if world is not None:
         res["z_separation"] = mode_separation(model_z, ete, m, world, k, samples, generator)
+        # the most a perfect predictor could score: the true embeddings of both futures, probed
+        ea, eb = future_embeddings(model_z, m, world)
+        true_a, true_b = mode_assignment(jepa_z["readout"](ea), m), mode_assignment(jepa_z["readout"](eb), m)
     hit_a, hit_b = (codes_t == MODE_A).any(1), (codes_t == MODE_B).any(1)
     res["jepa_z"] = _fractions(codes_t.flatten())
     res["jepa_z_u"] = torch.cat(us)
@@ -171,6 +174,8 @@ def stochastic_landing(jepa: dict[str, Any], jepa_z: dict[str, Any], model_z: An
         # "z picks a future" from the across-segment error that the deterministic part also makes
         "both_covered_along": float(((u_t.abs() < 0.25).any(1) & ((u_t - 1).abs() < 0.25).any(1)).float().mean()),
     }
+    if world is not None:
+        res["z_coverage"]["both_covered_true_futures"] = float(((true_a == MODE_A) & (true_b == MODE_B)).float().mean())
     return res
 
 
@@ -186,14 +191,21 @@ def mode_separation(model_z: Any, emb: Tensor, modes: Tensor, world: Any, k: int
     predictor's own error, so no latent can tell them apart.
     """
     dev = next(model_z.parameters()).device
+    ea, eb = future_embeddings(model_z, modes, world)
+    hist = emb[:, :k].to(dev)
     with torch.no_grad():
-        ea = embed(model_z, world.render(modes[:, 0].reshape(-1, 1, 1, 2)))[:, 0]
-        eb = embed(model_z, world.render(modes[:, 1].reshape(-1, 1, 1, 2)))[:, 0]
-        preds = torch.stack([model_z.predict(emb[:, :k].to(dev), model_z.sample_latents(len(emb), generator)).cpu()
+        preds = torch.stack([model_z.predict(hist, model_z.sample_latents(len(hist), generator)).cpu()
                              for _ in range(samples)], 1)  # (N, S, D)
     sep = float((ea - eb).norm(dim=-1).mean())
     noise = float((preds - emb[:, k, None]).norm(dim=-1).min(1).values.mean())
     return {"separation": sep, "noise": noise, "ratio": sep / max(noise, 1e-12)}
+
+
+def future_embeddings(model: Any, modes: Tensor, world: Any) -> tuple[Tensor, Tensor]:
+    """Embeddings of the two possible next frames (rendered by ``world``): ``(N, 2, 2) -> (N, D) x 2``."""
+    ea = embed(model, world.render(modes[:, 0].reshape(-1, 1, 1, 2)))[:, 0]
+    eb = embed(model, world.render(modes[:, 1].reshape(-1, 1, 1, 2)))[:, 0]
+    return ea, eb
 
 
 def z_sample_spread(model_z: Any, hist: Tensor, samples: int, generator: torch.Generator) -> float:
@@ -209,4 +221,4 @@ def z_sample_spread(model_z: Any, hist: Tensor, samples: int, generator: torch.G
 
 
 __all__ = ["Clips", "collect", "embed", "Readout", "probe_model", "stochastic_landing", "landing_coordinate",
-           "mode_separation", "z_sample_spread"]
+           "mode_separation", "future_embeddings", "z_sample_spread"]

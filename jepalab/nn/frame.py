@@ -70,10 +70,18 @@ class FramePredictor(nn.Module):
     ``(B, k, D), z (B, L) -> (B, D)``. With ``latent_to_hidden`` z also enters the hidden layer
     through its own linear map: concatenated to ``k * D`` inputs behind a shared LayerNorm, an
     ``L = 2`` z starts with almost no influence, and best-of-K cannot split what z cannot change.
+
+    With ``latent_heads`` z also mixes L extra output heads read from the last hidden layer:
+    ``out += sum_j z_j * H_j(h)``. A future's direction in embedding space depends on the context
+    (where the ball is, how it moves); an additive z has to learn that dependence through the
+    nonlinearity, while each head is a linear read-out of the shared features, as the K output
+    heads of multiple-hypothesis prediction (Rupprecht et al. 2017) and FiLM-style multiplicative
+    conditioning (Perez et al. 2018). Winner-takes-all then splits the futures in a few hundred
+    steps instead of thousands.
     """
 
     def __init__(self, embed_dim: int, context_frames: int, hidden: int, latent_dim: int = 0,
-                 latent_to_hidden: bool = False) -> None:
+                 latent_to_hidden: bool = False, latent_heads: bool = False) -> None:
         super().__init__()
         d, k = embed_dim, context_frames
         self.k, self.d, self.latent_dim = k, d, latent_dim
@@ -82,6 +90,7 @@ class FramePredictor(nn.Module):
             nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, d),
         )
         self.z_to_hidden = nn.Linear(latent_dim, hidden) if latent_dim and latent_to_hidden else None
+        self.z_heads = nn.Linear(hidden, latent_dim * d) if latent_dim and latent_heads else None
 
     def forward(self, hist: Tensor, z: Tensor | None = None) -> Tensor:
         if hist.dim() != 3 or hist.shape[1] != self.k or hist.shape[2] != self.d:
@@ -92,11 +101,16 @@ class FramePredictor(nn.Module):
                 raise ShapeError(f"predictor needs z of shape (B, {self.latent_dim}), got "
                                  f"{None if z is None else tuple(z.shape)}.")
             inp = torch.cat([inp, z], dim=1)
-        if self.z_to_hidden is None:
+        if self.z_to_hidden is None and self.z_heads is None:
             return hist[:, -1] + self.net(inp)
-        h = self.net[2](self.net[1](self.net[0](inp)))          # LayerNorm, Linear, GELU
-        h = self.net[3](h) + self.z_to_hidden(z)                # z shifts the second pre-activation
-        return hist[:, -1] + self.net[5](self.net[4](h))
+        h = self.net[3](self.net[2](self.net[1](self.net[0](inp))))   # LayerNorm, Linear, GELU, Linear
+        if self.z_to_hidden is not None:
+            h = h + self.z_to_hidden(z)                              # z shifts the second pre-activation
+        h = self.net[4](h)
+        out = hist[:, -1] + self.net[5](h)
+        if self.z_heads is not None:                                 # z mixes L context-dependent heads
+            out = out + torch.einsum("bl,bld->bd", z, self.z_heads(h).view(h.shape[0], self.latent_dim, self.d))
+        return out
 
 
 def check_clip(frames: Tensor, k: int, img_shape: tuple[int, int, int]) -> None:

@@ -24,6 +24,11 @@ hypotheses: for the first ``latent_warmup`` steps all codes share the loss equal
 first learns the deterministic JEPA task, then the codes split the futures), and every
 ``latent_reseed_every`` steps a code that has stopped winning is re-seeded next to the most
 frequent winner so it takes over part of that winner's futures.
+
+Where the two futures' directions in embedding space turn with the context (a kicked ball's next
+embedding moves one way or another depending on where the ball is), a z that only shifts the
+predictor's input or hidden layer splits them slowly; ``latent_heads`` lets z mix output heads of
+the predictor (``FramePredictor``), which winner-takes-all splits much sooner.
 """
 
 from __future__ import annotations
@@ -56,6 +61,7 @@ class FutureConfig(FrameConfig):
     latent_warmup: int = 0       # discrete: steps with the loss shared equally by all codes
     latent_reseed_every: int = 0  # discrete: re-seed codes that stopped winning every N steps (0: never)
     latent_to_hidden: bool = False  # also add Linear(z) to the predictor's hidden layer (a strong z path)
+    latent_heads: bool = False   # z also mixes latent_dim output heads (a multiplicative z path)
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` for any inconsistent field."""
@@ -88,7 +94,7 @@ class FutureJEPA(Recipe):
         c = config
         self.encoder = FrameEncoder(c.img_size, c.in_chans, c.embed_dim, c.enc_width, c.enc_dim)
         self.predictor = FramePredictor(c.embed_dim, c.context_frames, c.pred_hidden, c.latent_dim,
-                                        c.latent_to_hidden)
+                                        c.latent_to_hidden, c.latent_heads)
         if config.anti_collapse == "ema":
             from jepalab.objectives.ema import EMATeacher
 
