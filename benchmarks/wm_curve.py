@@ -6,11 +6,13 @@ every ``--every`` steps, and plans the same held-out goals from each checkpoint 
 recipe's cost, no random baseline), so one run draws the curve. The learning-rate schedule is the
 full run's, so an intermediate checkpoint is not a shorter run: it was trained at a higher rate.
 
-Variants: ``recipe`` (the compact recipe's own batch 64 and learning rate 3e-3) and ``gpu`` (the
-GPU benchmark's batch 128, learning rate 5e-4, weight decay 0.05) and ``wide`` (the recipe with a
-512-wide, 3-layer MLP predictor), ``deep`` (256 wide, 3 layers) and ``w384`` (384 wide, 2 layers).
+Variants: ``recipe`` (the compact recipe: batch 64, learning rate 3e-3, a 256-wide 3-layer MLP
+predictor), ``shallow`` (its predictor with 2 layers), ``gpu`` (the GPU benchmark's batch 128,
+learning rate 5e-4, weight decay 0.05, 2-layer predictor), and the predictor-size study on seed 1
+(whose failures were at the wall): ``wide`` (512 wide, 3 layers), ``deep`` (256 wide, 3 layers: the
+recipe's predictor) and ``w384`` (384 wide, 2 layers).
 
-Run: ``python benchmarks/wm_curve.py --env tworoom --variant recipe --steps 1500 --every 300`` and
+Run: ``python benchmarks/wm_curve.py --env tworoom --variant shallow --steps 1500 --every 300`` and
 ``--variant gpu --steps 750 --every 150`` (the recording of ``world_models.py --envs tworoom`` must
 exist); writes ``results/wm_curve_<env>_<variant>.json`` and ``results/wm_curve_<env>.md``.
 """
@@ -34,7 +36,9 @@ sys.path.insert(0, str(HERE))
 
 from wm_parts import CEM, DATA, RECIPES, evaluate, slug, world_model  # noqa: E402
 
-VARIANTS = {"recipe": {}, "gpu": dict(batch=128, lr=5e-4, weight_decay=0.05),
+VARIANTS = {"recipe": {},                                           # the compact recipe (3-layer predictor)
+            "shallow": dict(model=dict(pred_depth=2)),               # its predictor with 2 layers
+            "gpu": dict(batch=128, lr=5e-4, weight_decay=0.05, model=dict(pred_depth=2)),
             # a predictor with 4x the parameters: is its capacity what limits the dynamics at a wall?
             "wide": dict(model=dict(pred_dim=512, pred_depth=3)),
             "deep": dict(model=dict(pred_dim=256, pred_depth=3)),   # depth alone (2x the predictor FLOPs)

@@ -46,7 +46,7 @@ DATA: dict[str, dict[str, Any]] = {
 #: per recipe: model fields (WorldModelConfig), training budget, evaluation planner
 RECIPES: dict[str, dict[str, Any]] = {
     "compact": dict(model=dict(encoder="keypoint", embed_dim=16, enc_width=32, keypoints=16, predictor="mlp",
-                               pred_dim=256, pred_depth=2, history=1, sigreg_weight=0.0, var_weight=1.0,
+                               pred_dim=256, pred_depth=3, history=1, sigreg_weight=0.0, var_weight=1.0,
                                cov_weight=0.04, idm_weight=1.0, rollout_steps=4),
                     frames=5, train_steps=1000, batch=64, lr=3e-3, reduce="min"),
     "lewm": dict(model=dict(encoder="conv", embed_dim=64, enc_width=16, enc_dim=32, predictor="transformer",
