@@ -204,8 +204,8 @@ def main() -> None:
         return
     if a.episodes is not None and (a.episodes < 20 or a.episodes % 4):
         p.error("--episodes must be a multiple of 4, at least 20 (random/expert pairs; 10% held out)")
-    if min(a.goals, a.study_goals, a.lewm_goals) < 1:
-        p.error("--goals, --study-goals and --lewm-goals must be >= 1")
+    if min(a.goals, a.lewm_goals) < 1 or a.study_goals < 0:
+        p.error("--goals and --lewm-goals must be >= 1, --study-goals >= 0 (0 skips the studies)")
     a.load = " / ".join(f"{x:.1f}" for x in os.getloadavg())
     for r in RECIPES.values():
         r["sample"] = a.sample
