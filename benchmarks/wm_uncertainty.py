@@ -30,6 +30,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--env", default="tworoom", choices=list(DATA))
     p.add_argument("--ensemble", type=int, default=3)
+    p.add_argument("--pred-depth", type=int, default=None, help="predictor layers (default: the recipe's)")
+    p.add_argument("--steps", type=int, default=None, help="training steps (default: the recipe's)")
     p.add_argument("--betas", nargs="+", type=float, default=[0.0, 0.5, 2.0])
     p.add_argument("--goals", type=int, default=100)
     p.add_argument("--seed", type=int, default=0)
@@ -44,10 +46,12 @@ def main() -> None:
     d = DATA[a.env]
     data = record(a.env, a.work, d)
     cfg = WorldModelConfig(img_size=d["img"], in_chans=d["chans"], action_dim=d["action_dim"], frameskip=5,
-                           **{**RECIPES["compact"]["model"], "ensemble": a.ensemble})
+                           **{**RECIPES["compact"]["model"], "ensemble": a.ensemble,
+                              **({"pred_depth": a.pred_depth} if a.pred_depth else {})})
     torch.manual_seed(a.seed)
     model = WorldModel(cfg)
-    tr = train_model(model, data, a.env, "compact", a.work / slug(a.env) / f"run_ensemble_{a.seed}", a.seed)
+    tr = train_model(model, data, a.env, "compact", a.work / slug(a.env) / f"run_ensemble_{a.seed}", a.seed,
+                     a.steps)
     rows = {}
     for beta in a.betas:
         t0 = time.perf_counter()
@@ -55,7 +59,8 @@ def main() -> None:
                               baseline=False)
         print(f"beta {beta}: {rows[beta]['successes']}/{rows[beta]['episodes']} {rows[beta]['failure_causes']} "
               f"({time.perf_counter() - t0:.0f} s)", flush=True)
-    cmd = f"python benchmarks/wm_uncertainty.py --env {a.env}"
+    cmd = (f"python benchmarks/wm_uncertainty.py --env {a.env}" + (f" --steps {a.steps}" if a.steps else "")
+           + (f" --pred-depth {a.pred_depth}" if a.pred_depth else ""))
     L = [f"# Uncertainty-aware planning cost ({a.env})", "",
          f"Command: `{cmd}` — compact recipe with {a.ensemble} predictors, {tr['train_steps']} steps in "
          f"{tr['train_s'] / 60:.1f} min; CEM 300 x 10, min cost + beta x ensemble disagreement; {a.goals} held-out "

@@ -50,7 +50,8 @@ def run_env(env: str, a: argparse.Namespace) -> dict[str, Any]:
         rows = []
         seeds = a.seeds if recipe == "compact" else a.seeds[:1]
         for seed in seeds:
-            model = world_model(env, recipe, seed)
+            depth = {"pred_depth": a.pred_depth} if a.pred_depth and recipe == "compact" else None
+            model = world_model(env, recipe, seed, overrides=depth)
             # a variant's run lives beside the default one, never over it (wm_rooms.py reads the default)
             variant = "" if a.sample == "clips" else f"_{a.sample}"
             run = a.work / slug(env) / f"run_{recipe}_{seed}{variant}"
@@ -158,6 +159,8 @@ def _command(a: argparse.Namespace) -> str:
         parts += ["--lewm-goals", str(a.lewm_goals)]
     if a.study_goals != 50:
         parts += ["--study-goals", str(a.study_goals)]
+    if a.pred_depth:
+        parts += ["--pred-depth", str(a.pred_depth)]
     if a.seeds != [0, 1]:
         parts += ["--seeds", *map(str, a.seeds)]
     return " ".join(parts)
@@ -176,6 +179,8 @@ def main() -> None:
                    help="recorded episodes (default: the env's setting in wm_parts.DATA, 200; a multiple of 4)")
     p.add_argument("--sample", choices=("clips", "episodes"), default="clips",
                    help="training clips drawn uniformly over clips (default) or over episodes first")
+    p.add_argument("--pred-depth", type=int, default=None,
+                   help="layers of the compact recipe's MLP predictor (default: the recipe's)")
     p.add_argument("--quick", action="store_true", help="tiny data and budget: a smoke run, not the table")
     p.add_argument("--no-lightly", action="store_true", help="skip the lightly LeWMLoss twin")
     p.add_argument("--work", type=Path, default=ROOT / "runs" / "bench_world_models")
