@@ -43,7 +43,7 @@ DATA: dict[str, dict[str, Any]] = {
     "pusht": dict(img=64, chans=3, episodes=200, steps=120, env_kwargs={}, action_dim=2, expert=True,
                   model=dict(pred_depth=2)),
     "Pendulum-v1": dict(img=32, chans=1, episodes=200, steps=100, env_kwargs={}, action_dim=1, expert=False,
-                        model=dict(history=2, goal_frames=2, pred_depth=2)),
+                        model=dict(history=2, goal_frames=2)),
     "dm_control/reacher-easy-v0": dict(img=64, chans=3, episodes=100, steps=100, env_kwargs={}, action_dim=2,
                                        expert=False, model=dict(history=2, pred_depth=2)),
 }
