@@ -273,9 +273,8 @@ class Planner:
             goal = goal.unsqueeze(0).expand(e, -1)
         if goal.dim() == 3 and goal.shape[1] == 1:
             goal = goal[:, 0]
-        if goal.dim() == 3 and (goal.shape[0], goal.shape[2]) == (e, d):
-            pass  # a goal clip (E, G, D): planning/cost.py
-        elif goal.shape != (e, d):
+        is_clip = goal.dim() == 3 and (goal.shape[0], goal.shape[2]) == (e, d)  # (E, G, D): planning/cost.py
+        if not is_clip and goal.shape != (e, d):
             raise ShapeError(f"goal must be (E, D) = ({e}, {d}) or a clip (E, G, {d}) to match z_hist, got "
                              f"{tuple(goal.shape)}.")
         if a_hist is not None:

@@ -271,10 +271,12 @@ def evaluate_planning(model: Any, env_name: str, dataset_dir: str | os.PathLike,
             bar = tqdm(total=len(tasks), desc=f"plan {env_name}", unit="ep")
         from jepalab.data.trajectories import load_episode
 
+        episodes: dict[int, dict[str, Any]] = {}  # tasks cycle over the few held-out episodes: load each once
         for i, task in enumerate(tasks):
-            acts = load_episode(dataset_dir, task["episode"])
-            context = start_context(model, acts, task)
-            acts = acts["actions"]
+            if task["episode"] not in episodes:
+                episodes[task["episode"]] = load_episode(dataset_dir, task["episode"])
+            episode = episodes[task["episode"]]
+            context = start_context(model, episode, task)
             ctrl.reset(context["goal_obs"], env_action_dim=env.action_dim, past_obs=context["past_obs"],
                        past_actions=context["past_actions"])
             if flops is None:
@@ -293,7 +295,8 @@ def evaluate_planning(model: Any, env_name: str, dataset_dir: str | os.PathLike,
                 from jepalab.planning.failures import classify_failure
 
                 past = ([ctrl.encode_fn(o) for o in context["past_obs"]], context["past_actions"])
-                row["failure"] = classify_failure(model, pl, env, task, acts, ctrl.encode_fn, ctrl.goal, past)
+                row["failure"] = classify_failure(model, pl, env, task, episode["actions"], ctrl.encode_fn, ctrl.goal,
+                                                  past)
             if baseline:
                 rng = np.random.default_rng(seed * 100003 + i)
                 rnd = run_goal_episode(env, task, lambda _o: rng.uniform(-1, 1, env.action_dim).astype(np.float32),
